@@ -1,0 +1,221 @@
+// Command roster keeps a company's user directory in sync with the files
+// its HR system drops on SFTP. Run `roster help` for the commands.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/jmoiron/sqlx"
+	_ "github.com/lib/pq" // the PostgreSQL driver sqlx opens by name
+	"github.com/roster-hr/roster/pipeline"
+	"github.com/roster-hr/roster/schemas"
+)
+
+// Exit statuses: 0 every file applied (row issues allowed), 1 a file
+// rejected or the run failed, 2 usage or configuration error.
+const (
+	exitOK     = 0
+	exitFailed = 1
+	exitUsage  = 2
+)
+
+// usageError is a mistake in how roster was called (exit 2).
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+// exitError carries a non-zero status without another message (the
+// command already printed its result, e.g. --json of a failed run).
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
+
+type command struct {
+	name, args, help string
+	run              func(ctx context.Context, a *app, args []string) error
+}
+
+func commands() []command {
+	return []command{
+		{"run", "--tenant ID [--file PATH …] [--dry-run] [--json]", "process files through the pipeline", cmdRun},
+		{"tenant", "add ID [options] | list [--json]", "manage tenants", cmdTenant},
+		{"users", "--tenant ID [--format csv|json]", "print the tenant's users, deactivated ones included", cmdUsers},
+		{"departments", "--tenant ID [--format csv|json]", "print the tenant's departments", cmdDepartments},
+		{"runs", "list [--tenant ID] [--json] | show RUN_ID [--json]", "read the run ledger", cmdRuns},
+		{"migrate", "", "apply the database migrations", cmdMigrate},
+		{"stages", "", "list the pipeline stages and their options (Markdown)", cmdStages},
+	}
+}
+
+// app is what every command shares: the global flags and the database.
+type app struct {
+	dbURL    string
+	dataDir  string
+	pipeline string
+	log      *slog.Logger
+	stdout   io.Writer
+	stderr   io.Writer
+	db       *sqlx.DB
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	a := &app{stdout: stdout, stderr: stderr}
+	global := flag.NewFlagSet("roster", flag.ContinueOnError)
+	global.SetOutput(io.Discard)
+	global.StringVar(&a.dbURL, "db", os.Getenv("DATABASE_URL"), "PostgreSQL URL (default $DATABASE_URL)")
+	global.StringVar(&a.dataDir, "data-dir", envOr("ROSTER_DATA_DIR", "./var"), "data directory: SSH host key, SFTP homes, staging")
+	global.StringVar(&a.pipeline, "pipeline", "", "pipeline YAML (default: the embedded one)")
+	logFormat := global.String("log-format", "text", "log format: text or json")
+	logLevel := global.String("log-level", "warn", "log level: debug, info, warn, error")
+	if err := global.Parse(args); err != nil {
+		fmt.Fprintln(stderr, "roster:", err)
+		printUsage(stderr)
+		return exitUsage
+	}
+	rest := global.Args()
+	if len(rest) == 0 || rest[0] == "help" || rest[0] == "-h" || rest[0] == "--help" {
+		printUsage(stdout)
+		if len(rest) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	a.log = newLogger(stderr, *logFormat, *logLevel)
+	for _, c := range commands() {
+		if c.name != rest[0] {
+			continue
+		}
+		err := c.run(ctx, a, rest[1:])
+		if a.db != nil {
+			a.db.Close()
+		}
+		return report(stderr, err)
+	}
+	fmt.Fprintf(stderr, "roster: unknown command %q\n", rest[0])
+	printUsage(stderr)
+	return exitUsage
+}
+
+func report(stderr io.Writer, err error) int {
+	var ue usageError
+	var ee exitError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.As(err, &ue), errors.Is(err, flag.ErrHelp), errors.Is(err, pipeline.ErrUnknownTenant), errors.Is(err, pipeline.ErrBadSpec):
+		fmt.Fprintln(stderr, "roster:", oneLine(err))
+		return exitUsage
+	}
+	fmt.Fprintln(stderr, "roster:", oneLine(err))
+	return exitFailed
+}
+
+// oneLine keeps errors to one sentence: never a stack on the terminal.
+func oneLine(err error) string {
+	s := err.Error()
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprintln(w, "usage: roster [--db URL] [--data-dir DIR] [--pipeline FILE] [--log-format text|json] COMMAND [args]")
+	fmt.Fprintln(w, "\ncommands:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-12s %s\n  %-12s   %s\n", c.name, c.help, "", c.args)
+	}
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func newLogger(w io.Writer, format, level string) *slog.Logger {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		lv = slog.LevelWarn
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// open connects to PostgreSQL and applies pending migrations.
+func (a *app) open(ctx context.Context) (*sqlx.DB, error) {
+	if a.db != nil {
+		return a.db, nil
+	}
+	if a.dbURL == "" {
+		return nil, usagef("no database: set DATABASE_URL or --db (make db starts a local one)")
+	}
+	db, err := sqlx.Open("postgres", a.dbURL)
+	if err != nil {
+		return nil, usagef("database URL: %v", err)
+	}
+	db.SetMaxOpenConns(16)
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("connect to the database: %w", err)
+	}
+	if _, err := schemas.Migrate(ctx, db); err != nil {
+		db.Close()
+		return nil, err
+	}
+	a.db = db
+	return db, nil
+}
+
+// flags makes a subcommand flag set whose errors are usage errors.
+func flags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return fs
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	// Allow flags after positional arguments (roster runs show 12 --json).
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return usagef("%s: %v", fs.Name(), err)
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	return fs.Parse(append([]string{"--"}, pos...))
+}
+
+// stringList is a repeatable flag.
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }

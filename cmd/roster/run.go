@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/roster-hr/roster/pipeline"
+	"github.com/roster-hr/roster/stages"
+)
+
+// runJSON is the --json contract of `roster run`.
+type runJSON struct {
+	RunID  int64      `json:"run_id"`
+	Tenant string     `json:"tenant"`
+	Status string     `json:"status"`
+	DryRun bool       `json:"dry_run"`
+	Class  string     `json:"failure_class,omitempty"`
+	Reason string     `json:"failure_reason,omitempty"`
+	Files  []fileJSON `json:"files"`
+}
+
+type fileJSON struct {
+	Name   string `json:"name"`
+	SHA256 string `json:"sha256"`
+	Kind   string `json:"kind"`
+	Status string `json:"status"`
+	pipeline.Counts
+	Errors   int              `json:"errors"`
+	Warnings int              `json:"warnings"`
+	Error    string           `json:"error"`
+	Issues   []pipeline.Issue `json:"issues"`
+}
+
+func toJSON(res *pipeline.Result) runJSON {
+	out := runJSON{RunID: res.RunID, Tenant: res.Tenant, Status: res.Status, DryRun: res.DryRun,
+		Class: string(res.FailureClass), Files: []fileJSON{}}
+	if res.FailureClass == pipeline.ClassSystem {
+		out.Reason = res.Reason
+	}
+	for _, f := range res.Files {
+		fj := fileJSON{Name: f.Name, SHA256: f.SHA256, Kind: string(f.Kind), Status: string(f.Status), Counts: f.Counts,
+			Errors: f.Issues.Errors, Warnings: f.Issues.Warnings, Issues: f.Issues.List()}
+		if fj.Issues == nil {
+			fj.Issues = []pipeline.Issue{}
+		}
+		var rej *pipeline.Rejection
+		if errors.As(f.Err, &rej) {
+			fj.Error = rej.Message
+		} else if f.Err != nil {
+			fj.Error = oneLine(f.Err)
+		}
+		out.Files = append(out.Files, fj)
+	}
+	return out
+}
+
+func cmdRun(ctx context.Context, a *app, args []string) error {
+	fs := flags("run")
+	tenant := fs.String("tenant", "", "tenant ID")
+	var files stringList
+	fs.Var(&files, "file", "a local file to process (repeatable; default: pull the tenant's SFTP /incoming)")
+	dry := fs.Bool("dry-run", false, "compute and print every action and issue, change nothing")
+	asJSON := fs.Bool("json", false, "print the result as one JSON object")
+	allowMass := fs.Bool("allow-mass-deactivation", false, "apply a user file the mass-deactivation guard rejected")
+	date := fs.String("date", "", "logical date YYYY-MM-DD (default: today in the tenant's time zone)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *tenant == "" {
+		return usagef("run: --tenant is required")
+	}
+	if fs.NArg() > 0 {
+		return usagef("run: unexpected argument %q (files go with --file)", fs.Arg(0))
+	}
+	var logical time.Time
+	if *date != "" {
+		d, err := time.Parse(time.DateOnly, *date)
+		if err != nil {
+			return usagef("run: --date must be YYYY-MM-DD")
+		}
+		logical = d
+	}
+	if len(files) == 0 {
+		return usagef("run: give --file PATH (pulling from SFTP needs --store or the embedded server's data dir)")
+	}
+	var inputs []*pipeline.File
+	for _, p := range files {
+		st, err := os.Stat(p)
+		if err != nil {
+			return usagef("run: %v", err)
+		}
+		if st.IsDir() {
+			return usagef("run: %s is a directory", p)
+		}
+		inputs = append(inputs, &pipeline.File{Name: filepath.Base(p), Source: p})
+	}
+	db, err := a.open(ctx)
+	if err != nil {
+		return err
+	}
+	spec, err := pipeline.LoadSpec(a.pipeline)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	rn := &pipeline.Runner{DB: db, Registry: stages.Registry(), Spec: spec,
+		StagingDir: filepath.Join(a.dataDir, "staging"), Log: a.log}
+	res, err := rn.Run(ctx, pipeline.Request{Tenant: *tenant, Trigger: pipeline.TriggerManual, LogicalDate: logical,
+		Files: inputs, DryRun: *dry, AllowMassDeactivation: *allowMass, KeyPassphrase: []byte(os.Getenv("ROSTER_KEY_PASSPHRASE"))})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		if err := writeJSON(a.stdout, toJSON(res)); err != nil {
+			return err
+		}
+	} else {
+		printRun(a, res)
+	}
+	if res.Status == pipeline.RunFailed {
+		return exitError{exitFailed}
+	}
+	return nil
+}
+
+// printRun is the human summary of a run.
+func printRun(a *app, res *pipeline.Result) {
+	what := "run"
+	if res.DryRun {
+		what = "dry run (nothing changed)"
+	}
+	fmt.Fprintf(a.stdout, "%s %d for %s: %s\n", what, res.RunID, res.Tenant, res.Status)
+	w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "FILE\tKIND\tSTATUS\tROWS\tCREATED\tUPDATED\tDEACTIVATED\tREACTIVATED\tSCHEDULED\tUNCHANGED\tERRORS\tWARNINGS")
+	for _, f := range res.Files {
+		c := f.Counts
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", f.Name, f.Kind, f.Status, c.Rows, c.Created, c.Updated,
+			c.Deactivated, c.Reactivated, c.Scheduled, c.Unchanged, f.Issues.Errors, f.Issues.Warnings)
+	}
+	w.Flush()
+	for _, f := range res.Files {
+		list := f.Issues.List()
+		if len(list) == 0 {
+			continue
+		}
+		fmt.Fprintf(a.stdout, "\n%s: %d issue(s)\n", f.Name, f.Issues.Total())
+		for i, is := range list {
+			if i == 20 {
+				fmt.Fprintf(a.stdout, "  … %d more (roster runs show %d)\n", f.Issues.Total()-20, res.RunID)
+				break
+			}
+			loc := "file"
+			if is.Row > 0 {
+				loc = fmt.Sprintf("row %d", is.Row)
+			}
+			if is.Column != "" {
+				loc += ", " + is.Column
+			}
+			fmt.Fprintf(a.stdout, "  %-7s %-28s %s: %s\n", is.Severity, is.Code, loc, strings.TrimSpace(is.Message))
+		}
+	}
+	if res.FailureClass == pipeline.ClassSystem {
+		fmt.Fprintf(a.stdout, "\nthe run failed for a system reason (retryable): %s\n", oneLine(errors.New(res.Reason)))
+	}
+}

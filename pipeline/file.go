@@ -1,0 +1,146 @@
+package pipeline
+
+import (
+	"os"
+	"time"
+
+	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/roster-hr/roster/schemas"
+)
+
+// FileStatus is a file's outcome, as in the ledger and --json output.
+type FileStatus string
+
+// File statuses.
+const (
+	StatusProcessing FileStatus = "processing"
+	StatusApplied    FileStatus = "applied"
+	StatusRejected   FileStatus = "rejected"
+	StatusDuplicate  FileStatus = "duplicate"
+	StatusPlanned    FileStatus = "planned" // dry run
+	StatusFailed     FileStatus = "failed"  // system failure: taken again next time
+)
+
+// Counts are a file's actions, each accepted row counted once.
+type Counts struct {
+	Rows        int `json:"rows"`
+	Created     int `json:"created"`
+	Updated     int `json:"updated"`
+	Deactivated int `json:"deactivated"`
+	Reactivated int `json:"reactivated"`
+	Scheduled   int `json:"scheduled"`
+	Unchanged   int `json:"unchanged"`
+}
+
+// File is one uploaded file on its way through the stages. Each stage reads
+// what the stages before it left here and adds its own output; nothing else
+// is shared between stages.
+type File struct {
+	ID      int64     // run_files.id, 0 in a dry run
+	Name    string    // base name as uploaded
+	Source  string    // where fetch takes it from: a local path, or the name in the store's /incoming
+	Remote  bool      // Source names a file in the tenant's SFTP store
+	ModTime time.Time // upload time, for ordering
+	Order   int       // position among the run's inputs (the --file order)
+
+	// fetch
+	Size   int64
+	SHA256 string
+	Staged string // the bytes as received, in staging
+	// decrypt
+	Plain     string // the plaintext; equals Staged when the file was not encrypted
+	Encrypted bool
+	// parse
+	Kind    schemas.Kind
+	Format  string           // "csv" or "json"
+	Columns []schemas.Column // template columns present, in batch order after _row
+	Batches []arrow.Record   // parse: all-text; normalize: typed
+	Rows    int
+	// normalize / validate: row indexes (0-based positions, not source rows)
+	Rejected RowSet            // rows rejected whole
+	Skip     map[string]RowSet // per column: rows applied without that field
+	// diff
+	Plan *Plan
+
+	Issues  Issues
+	Status  FileStatus
+	Err     error // the file-level failure, if any
+	Counts  Counts
+	Stages  []StageResult
+	Applied bool
+	// Temp lists files the stages made for this file only (the plaintext of
+	// an encrypted upload); the runner removes them when the file is done.
+	Temp []string
+}
+
+// Rejected reports whether the file was rejected for a data reason.
+func (f *File) IsRejected() bool { return f.Status == StatusRejected }
+
+// Done reports whether the file has reached an outcome that stops the
+// remaining per-file stages (only "always" stages such as report still run).
+func (f *File) Done() bool {
+	switch f.Status {
+	case StatusRejected, StatusDuplicate, StatusFailed:
+		return true
+	}
+	return false
+}
+
+// ReleaseBatches frees the file's Arrow memory.
+func (f *File) ReleaseBatches() {
+	for _, b := range f.Batches {
+		b.Release()
+	}
+	f.Batches = nil
+	if f.Plan != nil {
+		f.Plan.Release()
+	}
+	for _, p := range f.Temp {
+		os.Remove(p)
+	}
+	f.Temp = nil
+}
+
+// StageResult is one stage's record for one file.
+type StageResult struct {
+	Stage      string  `json:"stage"`
+	RowsIn     int64   `json:"rows_in"`
+	RowsOut    int64   `json:"rows_out"`
+	DurationMS float64 `json:"duration_ms"`
+	Status     string  `json:"status"`
+	Error      string  `json:"error,omitempty"`
+}
+
+// RowSet is a set of row indexes, as a bitmap.
+type RowSet struct{ bits []uint64 }
+
+// Add puts row i in the set.
+func (s *RowSet) Add(i int) {
+	w := i >> 6
+	for len(s.bits) <= w {
+		s.bits = append(s.bits, 0)
+	}
+	s.bits[w] |= 1 << (uint(i) & 63)
+}
+
+// Has reports whether row i is in the set.
+func (s *RowSet) Has(i int) bool {
+	w := i >> 6
+	return w < len(s.bits) && s.bits[w]&(1<<(uint(i)&63)) != 0
+}
+
+// SkipField marks that row i is applied without column col.
+func (f *File) SkipField(col string, i int) {
+	if f.Skip == nil {
+		f.Skip = map[string]RowSet{}
+	}
+	s := f.Skip[col]
+	s.Add(i)
+	f.Skip[col] = s
+}
+
+// Skipped reports whether row i is applied without column col.
+func (f *File) Skipped(col string, i int) bool {
+	s, ok := f.Skip[col]
+	return ok && s.Has(i)
+}

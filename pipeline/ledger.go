@@ -1,0 +1,196 @@
+package pipeline
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+)
+
+// Ledger records runs, files, stages and issues. The PostgreSQL ledger is
+// the real one; a dry run wraps it so that reads pass through and writes are
+// dropped.
+type Ledger interface {
+	// StartRun records a new run as running and returns its id.
+	StartRun(ctx context.Context, r *Run) (int64, error)
+	// AddFile records a file of a run as processing and sets f.ID.
+	AddFile(ctx context.Context, runID int64, tenant string, f *File) error
+	// RecordFile writes a file's outcome and its issues through q, which is
+	// the apply transaction when the file was applied, so the file and its
+	// ledger entry commit together.
+	RecordFile(ctx context.Context, tx *sqlx.Tx, runID int64, f *File) error
+	// RecordStage records one stage's result for one file (fileID 0: the run).
+	RecordStage(ctx context.Context, runID, fileID int64, res StageResult) error
+	// FinishRun sets the final status of a run.
+	FinishRun(ctx context.Context, runID int64, status string, class Class, reason string) error
+	// LastApplied returns, per kind, the sha256 of the tenant's last applied
+	// file of that kind and whether it applied without errors.
+	LastApplied(ctx context.Context, tenant string) (map[string]AppliedFile, error)
+}
+
+// AppliedFile is the ledger's memory of the last applied file of a kind.
+type AppliedFile struct {
+	SHA256 string
+	Clean  bool // applied without row errors
+}
+
+// PGLedger is the ledger in PostgreSQL.
+type PGLedger struct{ DB *sqlx.DB }
+
+// StartRun implements Ledger.
+func (l PGLedger) StartRun(ctx context.Context, r *Run) (int64, error) {
+	var id int64
+	err := l.DB.QueryRowxContext(ctx, `INSERT INTO runs (tenant_id, trigger, logical_date, dry_run, host, pid)
+		VALUES ($1, $2, $3, $4, $5, $6) RETURNING id`,
+		r.Tenant.ID, r.Trigger, r.LogicalDate, r.DryRun, hostname(), pid()).Scan(&id)
+	if err != nil {
+		return 0, fmt.Errorf("ledger: start run: %w", err)
+	}
+	return id, nil
+}
+
+// AddFile implements Ledger.
+func (l PGLedger) AddFile(ctx context.Context, runID int64, tenant string, f *File) error {
+	err := l.DB.QueryRowxContext(ctx, `INSERT INTO run_files (run_id, tenant_id, name, sha256, size, status)
+		VALUES ($1, $2, $3, $4, $5, 'processing') RETURNING id`, runID, tenant, f.Name, f.SHA256, f.Size).Scan(&f.ID)
+	if err != nil {
+		return fmt.Errorf("ledger: add file %q: %w", f.Name, err)
+	}
+	return nil
+}
+
+// RecordFile implements Ledger.
+func (l PGLedger) RecordFile(ctx context.Context, tx *sqlx.Tx, runID int64, f *File) error {
+	code, msg := "", ""
+	var rej *Rejection
+	if errors.As(f.Err, &rej) {
+		code, msg = rej.Code, rej.Message
+	} else if f.Err != nil {
+		msg = f.Err.Error()
+	}
+	var appliedAt any
+	if f.Status == StatusApplied {
+		appliedAt = time.Now()
+	}
+	c := f.Counts
+	if _, err := tx.ExecContext(ctx, `UPDATE run_files SET sha256 = $2, size = $3, kind = $4, status = $5, rows = $6,
+		created = $7, updated = $8, deactivated = $9, reactivated = $10, scheduled = $11, unchanged = $12,
+		errors = $13, warnings = $14, error_code = $15, error = $16, applied_at = $17 WHERE id = $1`,
+		f.ID, f.SHA256, f.Size, string(f.Kind), string(f.Status), c.Rows, c.Created, c.Updated, c.Deactivated,
+		c.Reactivated, c.Scheduled, c.Unchanged, f.Issues.Errors, f.Issues.Warnings, code, msg, appliedAt); err != nil {
+		return fmt.Errorf("ledger: record file %q: %w", f.Name, err)
+	}
+	list := f.Issues.List()
+	if len(list) == 0 {
+		return nil
+	}
+	// Issues go in with COPY: a bad file may carry thousands of them.
+	stmt, err := PrepareCopy(ctx, tx, "issues", "run_id", "file_id", "row", "column", "code", "severity", "message", "value")
+	if err != nil {
+		return fmt.Errorf("ledger: record issues: %w", err)
+	}
+	for _, is := range list {
+		var row any
+		if is.Row > 0 {
+			row = is.Row
+		}
+		if _, err := stmt.ExecContext(ctx, runID, f.ID, row, is.Column, is.Code, string(is.Severity), is.Message, is.Value); err != nil {
+			stmt.Close()
+			return fmt.Errorf("ledger: record issues: %w", err)
+		}
+	}
+	if _, err := stmt.ExecContext(ctx); err != nil {
+		stmt.Close()
+		return fmt.Errorf("ledger: record issues: %w", err)
+	}
+	return stmt.Close()
+}
+
+// PrepareCopy prepares a COPY … FROM STDIN inside tx. lib/pq runs COPY
+// through a prepared statement (only inside a transaction): each Exec with
+// values buffers a row, an Exec without values flushes, Close ends it.
+func PrepareCopy(ctx context.Context, tx *sqlx.Tx, table string, cols ...string) (*sql.Stmt, error) {
+	var b strings.Builder
+	b.WriteString("COPY " + pq.QuoteIdentifier(table) + " (")
+	for i, c := range cols {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(pq.QuoteIdentifier(c))
+	}
+	b.WriteString(") FROM STDIN")
+	return tx.PrepareContext(ctx, b.String())
+}
+
+// RecordStage implements Ledger.
+func (l PGLedger) RecordStage(ctx context.Context, runID, fileID int64, res StageResult) error {
+	var fid any
+	if fileID > 0 {
+		fid = fileID
+	}
+	_, err := l.DB.ExecContext(ctx, `INSERT INTO run_stages (run_id, file_id, stage, status, rows_in, rows_out, duration_ms, error)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, runID, fid, res.Stage, res.Status, res.RowsIn, res.RowsOut, res.DurationMS, res.Error)
+	if err != nil {
+		return fmt.Errorf("ledger: record stage %s: %w", res.Stage, err)
+	}
+	return nil
+}
+
+// FinishRun implements Ledger.
+func (l PGLedger) FinishRun(ctx context.Context, runID int64, status string, class Class, reason string) error {
+	var cls any
+	if class != "" {
+		cls = string(class)
+	}
+	_, err := l.DB.ExecContext(ctx, `UPDATE runs SET status = $2, failure_class = $3, failure_reason = $4, finished_at = now()
+		WHERE id = $1`, runID, status, cls, reason)
+	if err != nil {
+		return fmt.Errorf("ledger: finish run %d: %w", runID, err)
+	}
+	return nil
+}
+
+// LastApplied implements Ledger.
+func (l PGLedger) LastApplied(ctx context.Context, tenant string) (map[string]AppliedFile, error) {
+	rows, err := l.DB.QueryxContext(ctx, `SELECT DISTINCT ON (kind) kind, sha256, errors = 0
+		FROM run_files WHERE tenant_id = $1 AND status = 'applied'
+		ORDER BY kind, applied_at DESC, id DESC`, tenant)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: last applied files: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]AppliedFile{}
+	for rows.Next() {
+		var kind string
+		var a AppliedFile
+		if err := rows.Scan(&kind, &a.SHA256, &a.Clean); err != nil {
+			return nil, err
+		}
+		out[kind] = a
+	}
+	return out, rows.Err()
+}
+
+// DryLedger wraps a ledger for a dry run: reads pass through, writes are
+// dropped, so a dry run leaves no trace.
+type DryLedger struct{ Ledger }
+
+// StartRun implements Ledger.
+func (DryLedger) StartRun(context.Context, *Run) (int64, error) { return 0, nil }
+
+// AddFile implements Ledger.
+func (DryLedger) AddFile(context.Context, int64, string, *File) error { return nil }
+
+// RecordFile implements Ledger.
+func (DryLedger) RecordFile(context.Context, *sqlx.Tx, int64, *File) error { return nil }
+
+// RecordStage implements Ledger.
+func (DryLedger) RecordStage(context.Context, int64, int64, StageResult) error { return nil }
+
+// FinishRun implements Ledger.
+func (DryLedger) FinishRun(context.Context, int64, string, Class, string) error { return nil }

@@ -1,0 +1,26 @@
+package pipeline
+
+import "github.com/apache/arrow/go/v17/arrow"
+
+// Plan is what the diff stage decided for one file and what apply carries
+// out: Arrow records of user and department actions (schemas.PlanUsers and
+// schemas.PlanDepartments), and the counts a dry run prints.
+type Plan struct {
+	Users       []arrow.Record
+	Departments []arrow.Record
+	// DepartmentsToCheck are department keys a department file asks to
+	// deactivate; apply deactivates those with no active user or child at
+	// the end of the file and reports the others.
+	Counts Counts
+}
+
+// Release frees the plan's Arrow memory.
+func (p *Plan) Release() {
+	for _, r := range p.Users {
+		r.Release()
+	}
+	for _, r := range p.Departments {
+		r.Release()
+	}
+	p.Users, p.Departments = nil, nil
+}

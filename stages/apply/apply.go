@@ -1,0 +1,281 @@
+// Package apply carries out diff's plan in PostgreSQL: departments, then
+// users, then their history and the file's ledger entry, in one
+// transaction, so a file is either fully applied and recorded or not at
+// all. It is set-based: the plan goes in with COPY into temporary tables,
+// and a handful of INSERT … SELECT / UPDATE … FROM statements do the rest,
+// never one round trip per row.
+package apply
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/apache/arrow/go/v17/arrow/array"
+	"github.com/jmoiron/sqlx"
+	"github.com/roster-hr/roster/pipeline"
+	"github.com/roster-hr/roster/schemas"
+)
+
+// Spec declares the stage.
+func Spec() pipeline.Spec {
+	return pipeline.Spec{
+		Name:    "apply",
+		Summary: "Applies the plan in one transaction per file: departments, then users, then user_history and the ledger entry. Does nothing in a dry run.",
+		Ordered: true,
+		New:     func(pipeline.Options) (any, error) { return stage{}, nil },
+	}
+}
+
+type stage struct{}
+
+func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (pipeline.Stats, error) {
+	if f.Plan == nil {
+		return pipeline.Stats{}, fmt.Errorf("apply: %s has no plan (is diff in the pipeline?)", f.Name)
+	}
+	var in int64
+	for _, r := range append(append([]arrow.Record(nil), f.Plan.Departments...), f.Plan.Users...) {
+		in += r.NumRows()
+	}
+	if run.DryRun {
+		f.Status = pipeline.StatusPlanned
+		return pipeline.Stats{RowsIn: in}, nil
+	}
+	tx, err := run.DB.BeginTxx(ctx, nil)
+	if err != nil {
+		return pipeline.Stats{}, fmt.Errorf("apply: begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
+	a := applier{tx: tx, run: run, f: f}
+	if err := a.departments(ctx); err != nil {
+		return pipeline.Stats{}, err
+	}
+	if run.BeforeUsers != nil && f.Kind == schemas.KindUsers {
+		if err := run.BeforeUsers(ctx, tx); err != nil {
+			return pipeline.Stats{}, fmt.Errorf("apply: %w", err)
+		}
+	}
+	if err := a.users(ctx); err != nil {
+		return pipeline.Stats{}, err
+	}
+	f.Status = pipeline.StatusApplied
+	if err := run.Ledger.RecordFile(ctx, tx, run.ID, f); err != nil {
+		f.Status = pipeline.StatusProcessing
+		return pipeline.Stats{}, err
+	}
+	if err := tx.Commit(); err != nil {
+		f.Status = pipeline.StatusProcessing
+		return pipeline.Stats{}, fmt.Errorf("apply: commit: %w", err)
+	}
+	f.Applied = true
+	return pipeline.Stats{RowsIn: in, RowsOut: in}, nil
+}
+
+type applier struct {
+	tx  *sqlx.Tx
+	run *pipeline.Run
+	f   *pipeline.File
+}
+
+func (a *applier) exec(ctx context.Context, what, q string, args ...any) error {
+	if _, err := a.tx.ExecContext(ctx, q, args...); err != nil {
+		return fmt.Errorf("apply %s: %w", what, err)
+	}
+	return nil
+}
+
+// load creates a temporary table shaped like schema and COPYs recs into it.
+func (a *applier) load(ctx context.Context, table string, schema *arrow.Schema, recs []arrow.Record) error {
+	var cols, names []string
+	for _, fld := range schema.Fields() {
+		cols = append(cols, fld.Name+" "+sqlType(fld.Type))
+		names = append(names, fld.Name)
+	}
+	if err := a.exec(ctx, "create "+table, "CREATE TEMP TABLE "+table+" ("+strings.Join(cols, ", ")+") ON COMMIT DROP"); err != nil {
+		return err
+	}
+	stmt, err := pipeline.PrepareCopy(ctx, a.tx, table, names...)
+	if err != nil {
+		return fmt.Errorf("apply: copy into %s: %w", table, err)
+	}
+	vals := make([]any, len(names))
+	for _, rec := range recs {
+		for i := 0; i < int(rec.NumRows()); i++ {
+			for c := range names {
+				vals[c] = value(rec.Column(c), i)
+			}
+			if _, err := stmt.ExecContext(ctx, vals...); err != nil {
+				stmt.Close()
+				return fmt.Errorf("apply: copy into %s: %w", table, err)
+			}
+		}
+	}
+	if _, err := stmt.ExecContext(ctx); err != nil {
+		stmt.Close()
+		return fmt.Errorf("apply: copy into %s: %w", table, err)
+	}
+	return stmt.Close()
+}
+
+func sqlType(t arrow.DataType) string {
+	switch t.ID() {
+	case arrow.INT32:
+		return "integer"
+	case arrow.INT64:
+		return "bigint"
+	case arrow.DATE32:
+		return "date"
+	case arrow.BOOL:
+		return "boolean"
+	}
+	return "text"
+}
+
+func value(col arrow.Array, i int) any {
+	if col.IsNull(i) {
+		return nil
+	}
+	switch c := col.(type) {
+	case *array.String:
+		return c.Value(i)
+	case *array.Int32:
+		return c.Value(i)
+	case *array.Int64:
+		return c.Value(i)
+	case *array.Boolean:
+		return c.Value(i)
+	case *array.Date32:
+		return c.Value(i).ToTime().Format(time.DateOnly)
+	}
+	return nil
+}
+
+// departments applies the department actions: creates first, then parents
+// (resolved by name once every department of the file exists, so the order
+// of rows does not matter), then activity.
+func (a *applier) departments(ctx context.Context) error {
+	if len(a.f.Plan.Departments) == 0 {
+		return nil
+	}
+	t, run := a.run.Tenant.ID, a.run.ID
+	if err := a.load(ctx, "plan_departments", schemas.PlanDepartments(), a.f.Plan.Departments); err != nil {
+		return err
+	}
+	steps := []struct{ what, q string }{
+		{"department history", `INSERT INTO department_history (tenant_id, run_id, department_id, action, effective_date, changes)
+			SELECT $1, $2, d.id, p.action, $3, jsonb_strip_nulls(jsonb_build_object(
+				'parent', CASE WHEN p.set_parent AND par.name IS DISTINCT FROM p.parent_key THEN jsonb_build_object('old', par.name_key, 'new', p.parent_key) END,
+				'active', CASE WHEN d.active <> p.active THEN jsonb_build_object('old', d.active, 'new', p.active) END))
+			FROM plan_departments p JOIN departments d ON d.tenant_id = $1 AND d.name_key = p.name_key
+			LEFT JOIN departments par ON par.id = d.parent_id
+			WHERE p.action <> 'create'`},
+		{"department creates", `INSERT INTO departments (tenant_id, name, name_key, active)
+			SELECT $1, p.name, p.name_key, p.active FROM plan_departments p WHERE p.action = 'create'
+			ON CONFLICT (tenant_id, name_key) DO NOTHING`},
+		{"department created history", `INSERT INTO department_history (tenant_id, run_id, department_id, action, effective_date, changes)
+			SELECT $1, $2, d.id, 'create', $3, jsonb_build_object('name', jsonb_build_object('new', d.name))
+			FROM plan_departments p JOIN departments d ON d.tenant_id = $1 AND d.name_key = p.name_key
+			WHERE p.action = 'create'`},
+		{"department parents", `UPDATE departments d SET parent_id = par.id, updated_at = now()
+			FROM plan_departments p LEFT JOIN departments par ON par.tenant_id = $1 AND par.name_key = p.parent_key
+			WHERE d.tenant_id = $1 AND d.name_key = p.name_key AND p.set_parent AND d.parent_id IS DISTINCT FROM par.id`},
+		{"department activity", `UPDATE departments d SET active = p.active, updated_at = now()
+			FROM plan_departments p WHERE d.tenant_id = $1 AND d.name_key = p.name_key AND d.active <> p.active`},
+	}
+	for _, s := range steps {
+		if err := a.exec(ctx, s.what, s.q, params(s.q, t, run, a.run.LogicalDate)...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// params passes a statement the first n of args, n being the highest $N it
+// uses: PostgreSQL refuses parameters a statement does not reference.
+func params(q string, args ...any) []any {
+	n := 0
+	for i := len(args); i > 0; i-- {
+		if strings.Contains(q, fmt.Sprintf("$%d", i)) {
+			n = i
+			break
+		}
+	}
+	return args[:n]
+}
+
+// historyFields are the user fields history records: old and new
+// expressions (u is the user before, p the plan) and how they display.
+var historyFields = []struct{ name, old, new, oldShow, newShow string }{
+	{"employee_id", "u.employee_id", "p.employee_id", "", ""},
+	{"email", "u.email", "p.email", "", ""},
+	{"first_name", "u.first_name", "p.first_name", "", ""},
+	{"last_name", "u.last_name", "p.last_name", "", ""},
+	{"manager_id", "u.manager_id", "p.manager_user_id", "", ""},
+	{"department", "u.department_id", "p.department_id",
+		"(SELECT name FROM departments WHERE id = u.department_id)", "(SELECT name FROM departments WHERE id = p.department_id)"},
+	{"title", "u.title", "p.title", "", ""},
+	{"location", "u.location", "p.location", "", ""},
+	{"start_date", "u.start_date", "p.start_date", "", ""},
+	{"deactivation_date", "u.deactivation_date", "p.deactivation_date", "", ""},
+	{"custom", "u.custom", "p.custom::jsonb", "", ""},
+	{"active", "u.active", "p.active", "", ""},
+}
+
+func historyChanges() string {
+	var parts []string
+	for _, h := range historyFields {
+		oldShow, newShow := h.old, h.new
+		if h.oldShow != "" {
+			oldShow, newShow = h.oldShow, h.newShow
+		}
+		parts = append(parts, fmt.Sprintf("'%s', CASE WHEN %s IS DISTINCT FROM %s THEN jsonb_build_object('old', %s, 'new', %s) END",
+			h.name, h.old, h.new, oldShow, newShow))
+	}
+	return "jsonb_strip_nulls(jsonb_build_object(" + strings.Join(parts, ",\n") + "))"
+}
+
+// users applies the user actions. New users get their ids first, so
+// managers who are new in the same file resolve by row; history is written
+// from the state before the change (creates have none).
+func (a *applier) users(ctx context.Context) error {
+	if len(a.f.Plan.Users) == 0 {
+		return nil
+	}
+	if err := a.load(ctx, "plan_users", schemas.PlanUsers(), a.f.Plan.Users); err != nil {
+		return err
+	}
+	var fileID any
+	if a.f.ID > 0 {
+		fileID = a.f.ID
+	}
+	steps := []struct{ what, q string }{
+		{"add department ids", `ALTER TABLE plan_users ADD COLUMN department_id bigint`},
+		{"new user ids", `UPDATE plan_users SET user_id = nextval(pg_get_serial_sequence('users', 'id')) WHERE user_id IS NULL`},
+		{"new managers", `UPDATE plan_users p SET manager_user_id = m.user_id FROM plan_users m
+			WHERE p.manager_row IS NOT NULL AND m.row = p.manager_row`},
+		{"departments", `UPDATE plan_users p SET department_id = d.id FROM departments d
+			WHERE d.tenant_id = $1 AND d.name_key = p.department_key`},
+		{"history", `INSERT INTO user_history (tenant_id, run_id, file_id, user_id, action, effective_date, changes)
+			SELECT $1, $2, $3, p.user_id, p.action, p.effective_date, ` + historyChanges() + `
+			FROM plan_users p LEFT JOIN users u ON u.id = p.user_id AND p.action <> 'create'`},
+		{"creates", `INSERT INTO users (id, tenant_id, employee_id, email, first_name, last_name, manager_id, department_id,
+				title, location, start_date, deactivation_date, custom, active, last_run_id)
+			SELECT p.user_id, $1, p.employee_id, p.email, p.first_name, p.last_name, p.manager_user_id, p.department_id,
+				p.title, p.location, p.start_date, p.deactivation_date, p.custom::jsonb, p.active, $2
+			FROM plan_users p WHERE p.action = 'create'`},
+		{"updates", `UPDATE users u SET employee_id = p.employee_id, email = p.email, first_name = p.first_name,
+				last_name = p.last_name, manager_id = p.manager_user_id, department_id = p.department_id, title = p.title,
+				location = p.location, start_date = p.start_date, deactivation_date = p.deactivation_date,
+				custom = p.custom::jsonb, active = p.active, last_run_id = $2, updated_at = now()
+			FROM plan_users p WHERE u.id = p.user_id AND u.tenant_id = $1 AND p.action <> 'create'`},
+	}
+	for _, s := range steps {
+		if err := a.exec(ctx, s.what, s.q, params(s.q, a.run.Tenant.ID, a.run.ID, fileID)...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+

@@ -1,0 +1,205 @@
+package diff
+
+import (
+	"fmt"
+
+	"github.com/roster-hr/roster/pipeline"
+	"github.com/roster-hr/roster/schemas"
+)
+
+// resolveManagers resolves each row's manager_id or manager_email to an
+// accepted row of the file or a user active before the run, and refuses
+// self-references, unknown managers and cycles. The manager is optional, so
+// such a row still applies, keeping its previous manager.
+func (d *userDiff) resolveManagers() {
+	byEmail, byEID := map[string]int{}, map[string]int{}
+	for i := range d.rows {
+		r := &d.rows[i]
+		if r.rejected {
+			continue
+		}
+		byEmail[r.fin.email] = i
+		if r.fin.hasEID {
+			byEID[r.fin.eid] = i
+		}
+	}
+	changed := false
+	for i := range d.rows {
+		r := &d.rows[i]
+		if r.rejected || !(r.sets(fMgrID) || r.sets(fMgrEmail)) {
+			continue
+		}
+		col, ref := "", ""
+		switch {
+		case r.sets(fMgrID) && r.val[fMgrID] != "":
+			col, ref = schemas.ColManagerID, r.val[fMgrID]
+		case r.sets(fMgrEmail) && r.val[fMgrEmail] != "":
+			col, ref = schemas.ColManagerEmail, r.val[fMgrEmail]
+		}
+		if ref == "" {
+			// Empty manager cells: the manager is removed.
+			r.fin.mgr, r.fin.mgrRow, r.mgrSet = 0, -1, true
+			changed = true
+			continue
+		}
+		if (col == schemas.ColManagerID && r.fin.hasEID && ref == r.fin.eid) || (col == schemas.ColManagerEmail && (ref == r.fin.email || ref == r.val[fEmail])) {
+			d.issue(r, col, schemas.CodeSelfManager, "a user cannot be their own manager; the row was applied without the manager change", ref, pipeline.SeverityError)
+			continue
+		}
+		j, inFile := -1, false
+		if col == schemas.ColManagerID {
+			j, inFile = byEID[ref]
+		} else {
+			j, inFile = byEmail[ref]
+		}
+		switch {
+		case inFile && d.rows[j].target >= 0:
+			r.fin.mgr, r.fin.mgrRow = d.snap.id[d.rows[j].target], -1
+		case inFile:
+			r.fin.mgr, r.fin.mgrRow = 0, j
+		default:
+			s, ok := -1, false
+			if col == schemas.ColManagerID {
+				s, ok = d.snap.byEID[ref]
+				ok = ok && d.snap.active[s]
+			} else {
+				s, ok = d.snap.byEmail[ref]
+			}
+			if !ok {
+				d.issue(r, col, schemas.CodeManagerNotFound,
+					fmt.Sprintf("no active user or row of this file has %s %q; the row was applied without the manager change", col, ref), ref, pipeline.SeverityError)
+				continue
+			}
+			r.fin.mgr, r.fin.mgrRow = d.snap.id[s], -1
+		}
+		r.mgrSet = true
+		changed = true
+	}
+	if changed {
+		d.breakCycles()
+	}
+}
+
+// breakCycles finds manager loops (A manages B manages … A) in the state
+// after the file. Every row on a loop keeps its previous manager and is
+// reported. Reverting can expose another loop, so it repeats.
+func (d *userDiff) breakCycles() {
+	n := d.snap.len()
+	// Nodes: snapshot users 0..n-1, new users n+i (row i).
+	rowOfSnap := func(j int) int {
+		if i, ok := d.claimed[j]; ok && !d.rows[i].rejected {
+			return i
+		}
+		return -1
+	}
+	next := func(node int) int {
+		var mgr int64
+		mgrRow := -1
+		if node >= n {
+			r := &d.rows[node-n]
+			mgr, mgrRow = r.fin.mgr, r.fin.mgrRow
+		} else if i := rowOfSnap(node); i >= 0 {
+			mgr, mgrRow = d.rows[i].fin.mgr, d.rows[i].fin.mgrRow
+		} else {
+			mgr = d.snap.manager[node]
+		}
+		if mgrRow >= 0 {
+			if d.rows[mgrRow].target >= 0 {
+				return d.rows[mgrRow].target
+			}
+			return n + mgrRow
+		}
+		if mgr == 0 {
+			return -1
+		}
+		if j, ok := d.snap.byID[mgr]; ok {
+			return j
+		}
+		return -1
+	}
+	nodeOfRow := func(i int) int {
+		if d.rows[i].target >= 0 {
+			return d.rows[i].target
+		}
+		return n + i
+	}
+	for round := 0; round < 16; round++ {
+		color := map[int]int8{} // 1 on the current path, 2 done
+		found := false
+		for i := range d.rows {
+			r := &d.rows[i]
+			if r.rejected || !r.mgrSet {
+				continue
+			}
+			start := nodeOfRow(i)
+			var path []int
+			node := start
+			for node >= 0 && color[node] == 0 {
+				color[node] = 1
+				path = append(path, node)
+				node = next(node)
+			}
+			if node >= 0 && color[node] == 1 {
+				// A loop: from node's place in the path to the end.
+				k := 0
+				for path[k] != node {
+					k++
+				}
+				if d.revertLoop(path[k:], n, rowOfSnap) {
+					found = true
+				}
+			}
+			for _, p := range path {
+				color[p] = 2
+			}
+		}
+		if !found {
+			return
+		}
+	}
+}
+
+// revertLoop reports every file row on the loop and gives it back its
+// previous manager. It returns false for a loop the file did not touch.
+func (d *userDiff) revertLoop(loop []int, n int, rowOfSnap func(int) int) bool {
+	var rows []int
+	touched := false
+	for _, node := range loop {
+		i := -1
+		if node >= n {
+			i = node - n
+		} else {
+			i = rowOfSnap(node)
+		}
+		if i >= 0 {
+			rows = append(rows, i)
+			touched = touched || d.rows[i].mgrSet
+		}
+	}
+	if !touched {
+		return false
+	}
+	names := ""
+	for k, i := range rows {
+		if k > 0 {
+			names += " → "
+		}
+		names += d.rows[i].fin.email
+	}
+	for _, i := range rows {
+		r := &d.rows[i]
+		col := schemas.ColManagerEmail
+		if r.sets(fMgrID) && r.val[fMgrID] != "" {
+			col = schemas.ColManagerID
+		}
+		d.issue(r, col, schemas.CodeManagerCycle,
+			fmt.Sprintf("these managers form a loop (%s); every row on it keeps its previous manager", names), r.val[fMgrEmail]+r.val[fMgrID], pipeline.SeverityError)
+		if r.target >= 0 {
+			r.fin.mgr, r.fin.mgrRow = d.snap.manager[r.target], -1
+		} else {
+			r.fin.mgr, r.fin.mgrRow = 0, -1
+		}
+		r.mgrSet = false
+	}
+	return true
+}

@@ -1,0 +1,151 @@
+package diff
+
+import (
+	"github.com/apache/arrow/go/v17/arrow/array"
+	"github.com/roster-hr/roster/pipeline"
+	"github.com/roster-hr/roster/schemas"
+)
+
+// field indexes of a user row.
+const (
+	fEID = iota
+	fEmail
+	fFirst
+	fLast
+	fMgrEmail
+	fMgrID
+	fDept
+	fTitle
+	fLoc
+	fStart
+	fDeact
+	numFields
+)
+
+var fieldCol = [numFields]string{schemas.ColEmployeeID, schemas.ColEmail, schemas.ColFirstName, schemas.ColLastName,
+	schemas.ColManagerEmail, schemas.ColManagerID, schemas.ColDepartment, schemas.ColTitle, schemas.ColLocation,
+	schemas.ColStartDate, schemas.ColDeactivationDate}
+
+type kv struct{ k, v string }
+
+// inRow is one accepted (or rejected) row of a user file. Its strings point
+// into the Arrow batches; nothing is copied.
+type inRow struct {
+	pos      int
+	src      int32
+	rejected bool
+	val      [numFields]string
+	has      uint32 // bit f: the row sets field f (column present, not skipped)
+	start    int32
+	deact    int32
+	startOK  bool // start holds a date (else the cell was empty)
+	deactOK  bool
+	custom   []kv
+	target   int // snapshot index, or -1 for a new user
+
+	// decided by diff
+	action   string
+	fin      state
+	mgrSet   bool // the manager field applies
+	mgrUser  int64
+	mgrRow   int // index into rows of a new user, or -1
+	inactive bool
+}
+
+func (r *inRow) sets(f int) bool { return r.has&(1<<f) != 0 }
+
+// state is a user's state: before (from the snapshot) or after the file.
+type state struct {
+	eid      string
+	hasEID   bool
+	email    string
+	first    string
+	last     string
+	mgr      int64 // user id; 0 none
+	mgrRow   int   // new user's row index, -1 none
+	deptKey  string
+	title    string
+	loc      string
+	start    int32
+	hasStart bool
+	deact    int32
+	hasDeact bool
+	custom   string
+	active   bool
+}
+
+func (u *users) state(i int) state {
+	return state{eid: u.eid[i], hasEID: u.hasEID[i], email: u.email[i], first: u.first[i], last: u.last[i],
+		mgr: u.manager[i], mgrRow: -1, deptKey: u.deptKey[i], title: u.title[i], loc: u.loc[i],
+		start: u.start[i], hasStart: u.hasStart[i], deact: u.deact[i], hasDeact: u.hasDeact[i],
+		custom: u.custom[i], active: u.active[i]}
+}
+
+// readRows gathers the user rows of f's typed batches.
+func readRows(f *pipeline.File) []inRow {
+	colIdx := map[string]int{}
+	var customCols []string
+	for i, c := range f.Columns {
+		colIdx[c.Name] = i + 1
+		if c.Type == schemas.Custom {
+			customCols = append(customCols, c.Name)
+		}
+	}
+	out := make([]inRow, 0, f.Rows)
+	base := 0
+	for _, rec := range f.Batches {
+		rows := rec.Column(0).(*array.Int32)
+		var str [numFields]*array.String
+		var dates [numFields]*array.Date32
+		for fi, name := range fieldCol {
+			ci, ok := colIdx[name]
+			if !ok {
+				continue
+			}
+			switch a := rec.Column(ci).(type) {
+			case *array.String:
+				str[fi] = a
+			case *array.Date32:
+				dates[fi] = a
+			}
+		}
+		var cust []*array.String
+		for _, name := range customCols {
+			cust = append(cust, rec.Column(colIdx[name]).(*array.String))
+		}
+		n := int(rec.NumRows())
+		for i := 0; i < n; i++ {
+			pos := base + i
+			r := inRow{pos: pos, src: rows.Value(i), rejected: f.Rejected.Has(pos), target: -1, mgrRow: -1}
+			for fi := 0; fi < numFields; fi++ {
+				if str[fi] == nil && dates[fi] == nil {
+					continue
+				}
+				if f.Skipped(fieldCol[fi], pos) {
+					continue
+				}
+				r.has |= 1 << fi
+				if s := str[fi]; s != nil {
+					r.val[fi] = s.Value(i)
+				}
+				if d := dates[fi]; d != nil && d.IsValid(i) {
+					switch fi {
+					case fStart:
+						r.start, r.startOK = int32(d.Value(i)), true
+					case fDeact:
+						r.deact, r.deactOK = int32(d.Value(i)), true
+					}
+				}
+			}
+			for ci, a := range cust {
+				if a.IsNull(i) || f.Skipped(customCols[ci], pos) {
+					continue
+				}
+				r.custom = append(r.custom, kv{customCols[ci], a.Value(i)})
+			}
+			out = append(out, r)
+		}
+		base += n
+	}
+	return out
+}

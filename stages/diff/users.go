@@ -1,0 +1,386 @@
+package diff
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+
+	"github.com/roster-hr/roster/pipeline"
+	"github.com/roster-hr/roster/schemas"
+)
+
+// userDiff decides every user row of one file against the snapshot.
+type userDiff struct {
+	run   *pipeline.Run
+	f     *pipeline.File
+	snap  *users
+	depts *departments
+	rows  []inRow
+	today int32
+	// claimed[snapshot index] = row index that targets it.
+	claimed map[int]int
+	// omitted are active users a full-file tenant deactivates.
+	omitted []int
+	// new departments (by key → first spelling) and reactivated ones.
+	newDepts   map[string]string
+	deptOrder  []string
+	reactDepts map[string]bool
+}
+
+func (d *userDiff) issue(r *inRow, col, code, msg, value string, sev pipeline.Severity) {
+	d.f.Issues.Add(pipeline.Issue{Row: int(r.src), Column: col, Code: code, Severity: sev, Message: msg, Value: value})
+}
+
+func (d *userDiff) reject(r *inRow, col, code, msg, value string) {
+	d.issue(r, col, code, msg, value, pipeline.SeverityError)
+	r.rejected = true
+	d.f.Rejected.Add(r.pos)
+}
+
+func (d *userDiff) run_() error {
+	d.identify()
+	for i := range d.rows {
+		if !d.rows[i].rejected {
+			d.decide(&d.rows[i])
+		}
+	}
+	d.checkEmails()
+	d.omit()
+	if err := d.guardMassDeactivation(); err != nil {
+		return err
+	}
+	d.checkSeats()
+	d.resolveManagers()
+	d.resolveDepartments()
+	for i := range d.rows {
+		r := &d.rows[i]
+		if !r.rejected {
+			d.classify(r)
+		}
+	}
+	return nil
+}
+
+// identify finds the user each row is about: by employee_id when the row
+// has one, otherwise by e-mail; an unknown id whose e-mail belongs to a user
+// without an id takes that user and gives it the id.
+func (d *userDiff) identify() {
+	d.claimed = map[int]int{}
+	for i := range d.rows {
+		r := &d.rows[i]
+		eid, email := r.val[fEID], r.val[fEmail]
+		t := -1
+		if eid != "" {
+			if j, ok := d.snap.byEID[eid]; ok {
+				t = j
+			} else if j, ok := d.snap.byEmail[email]; ok && !d.snap.hasEID[j] {
+				t = j
+			} else if j, ok := d.snap.byEmailInact[email]; ok && !d.snap.hasEID[j] {
+				t = j
+			}
+		} else if email != "" {
+			if j, ok := d.snap.byEmail[email]; ok {
+				t = j
+			} else if j, ok := d.snap.byEmailInact[email]; ok {
+				t = j
+			}
+		}
+		if t < 0 {
+			continue
+		}
+		if other, dup := d.claimed[t]; dup {
+			o := &d.rows[other]
+			msg := fmt.Sprintf("rows %d and %d both refer to the user %s; roster cannot know which one is right, so neither was applied", o.src, r.src, d.snap.email[t])
+			if !o.rejected {
+				d.reject(o, schemas.ColEmail, schemas.CodeDuplicateEmail, msg, o.val[fEmail])
+			}
+			d.reject(r, schemas.ColEmail, schemas.CodeDuplicateEmail, msg, email)
+			continue
+		}
+		d.claimed[t] = i
+		r.target = t
+	}
+}
+
+// decide computes a row's final state and action from the snapshot.
+func (d *userDiff) decide(r *inRow) {
+	var old state
+	if r.target >= 0 {
+		old = d.snap.state(r.target)
+	} else {
+		old = state{mgrRow: -1, custom: "{}"}
+	}
+	fin := old
+	if r.sets(fEID) && r.val[fEID] != "" {
+		// An empty id cell never clears an id: the id is the identity.
+		fin.eid, fin.hasEID = r.val[fEID], true
+	}
+	if r.sets(fEmail) {
+		fin.email = r.val[fEmail]
+	}
+	if r.sets(fFirst) {
+		fin.first = r.val[fFirst]
+	}
+	if r.sets(fLast) {
+		fin.last = r.val[fLast]
+	}
+	if r.sets(fTitle) {
+		fin.title = r.val[fTitle]
+	}
+	if r.sets(fLoc) {
+		fin.loc = r.val[fLoc]
+	}
+	if r.sets(fDept) {
+		fin.deptKey = schemas.Key(r.val[fDept])
+	}
+	if r.sets(fStart) {
+		fin.start, fin.hasStart = r.start, r.startOK
+	}
+	if r.sets(fDeact) {
+		fin.deact, fin.hasDeact = r.deact, r.deactOK
+	}
+	if len(r.custom) > 0 {
+		fin.custom = mergeCustom(old.custom, r.custom)
+	}
+	past := fin.hasDeact && fin.deact <= d.today
+	switch {
+	case r.target < 0:
+		r.action = schemas.ActCreate
+		fin.active = !past
+	case old.active && past:
+		r.action = schemas.ActDeactivate
+		fin.active = false
+	case old.active && fin.hasDeact && (!old.hasDeact || old.deact != fin.deact):
+		r.action = schemas.ActSchedule
+	case old.active:
+		r.action = schemas.ActUpdate
+	case !past:
+		r.action = schemas.ActReactivate
+		fin.active = true
+	default:
+		r.action = schemas.ActUpdate // stays inactive
+	}
+	r.fin = fin
+}
+
+// mergeCustom applies a row's custom cells to the stored JSON object: a
+// value sets its key, an empty cell removes it.
+func mergeCustom(old string, cells []kv) string {
+	m := map[string]string{}
+	_ = json.Unmarshal([]byte(old), &m)
+	for _, c := range cells {
+		if c.v == "" {
+			delete(m, c.k)
+		} else {
+			m[c.k] = c.v
+		}
+	}
+	b, _ := json.Marshal(m) // keys sorted: equal maps give equal text
+	return string(b)
+}
+
+// checkEmails rejects rows that would give an active user an e-mail that
+// another active user keeps, judged on the state after the whole file (two
+// users may swap e-mails in one file). Rejecting a row keeps its user's old
+// e-mail, which may in turn collide: repeat until nothing changes.
+func (d *userDiff) checkEmails() {
+	for changed := true; changed; {
+		changed = false
+		holder := map[string]int{} // e-mail → snapshot index of an active user who keeps it
+		for j := 0; j < d.snap.len(); j++ {
+			if !d.snap.active[j] {
+				continue
+			}
+			if ri, ok := d.claimed[j]; ok && !d.rows[ri].rejected {
+				continue
+			}
+			holder[d.snap.email[j]] = j
+		}
+		for i := range d.rows {
+			r := &d.rows[i]
+			if r.rejected || !r.fin.active {
+				continue
+			}
+			if j, ok := holder[r.fin.email]; ok && j != r.target {
+				d.reject(r, schemas.ColEmail, schemas.CodeEmailInUse,
+					fmt.Sprintf("%s already belongs to another active user (%s) who keeps it; change one of the two e-mails, or deactivate the other user first", r.fin.email, d.describe(j)),
+					r.fin.email)
+				changed = true
+			}
+		}
+	}
+}
+
+func (d *userDiff) describe(j int) string {
+	name := strings.TrimSpace(d.snap.first[j] + " " + d.snap.last[j])
+	if d.snap.hasEID[j] {
+		return fmt.Sprintf("%s, employee_id %s", name, d.snap.eid[j])
+	}
+	return name
+}
+
+// omit deactivates, for a tenant with full-file semantics, every active user
+// the file does not mention.
+func (d *userDiff) omit() {
+	if d.run.Tenant.Omitted != "deactivate" {
+		return
+	}
+	for j := 0; j < d.snap.len(); j++ {
+		if _, ok := d.claimed[j]; ok || !d.snap.active[j] {
+			continue
+		}
+		d.omitted = append(d.omitted, j)
+	}
+}
+
+func (d *userDiff) deactivations() int {
+	n := len(d.omitted)
+	for i := range d.rows {
+		r := &d.rows[i]
+		if !r.rejected && r.target >= 0 && d.snap.active[r.target] && !r.fin.active {
+			n++
+		}
+	}
+	return n
+}
+
+func (d *userDiff) activeBefore() int {
+	n := 0
+	for _, a := range d.snap.active {
+		if a {
+			n++
+		}
+	}
+	return n
+}
+
+// guardMassDeactivation rejects a file that would deactivate more than the
+// tenant's threshold of its active users, and more than 10 of them.
+func (d *userDiff) guardMassDeactivation() error {
+	if d.run.AllowMassDeactivation {
+		return nil
+	}
+	n, active := d.deactivations(), d.activeBefore()
+	limit := d.run.Tenant.MassDeactivationPct / 100 * float64(active)
+	if n > 10 && float64(n) > limit {
+		return pipeline.Reject(schemas.CodeMassDeactivationGuard,
+			"this file would deactivate %d of your %d active users (%.0f%%), more than the %.0f%% safety limit; nothing was applied. If this is intended, ask your roster operator to apply it with --allow-mass-deactivation; if users are missing from the export, export the full list again",
+			n, active, 100*float64(n)/math.Max(1, float64(active)), d.run.Tenant.MassDeactivationPct)
+	}
+	return nil
+}
+
+// checkSeats refuses every create and reactivation of the file when they
+// exceed the free seats; updates and deactivations still apply.
+func (d *userDiff) checkSeats() {
+	seats, limited := d.run.Tenant.SeatLimit()
+	if !limited {
+		return
+	}
+	var adding []*inRow
+	for i := range d.rows {
+		r := &d.rows[i]
+		if r.rejected || !r.fin.active {
+			continue
+		}
+		if r.target < 0 || !d.snap.active[r.target] {
+			adding = append(adding, r)
+		}
+	}
+	free := seats - (d.activeBefore() - d.deactivations())
+	if len(adding) <= free {
+		return
+	}
+	if free < 0 {
+		free = 0
+	}
+	for _, r := range adding {
+		d.reject(r, schemas.ColEmail, schemas.CodeLicenseLimitExceeded,
+			fmt.Sprintf("this file adds %d active users but only %d of your %d seats are free; no user of this file was created or reactivated. Deactivate users or buy more seats, then send the file again", len(adding), free, seats),
+			r.fin.email)
+	}
+}
+
+// resolveDepartments finds the departments user rows name: an unknown one
+// is created (no parent), a deactivated one is reactivated with a warning.
+func (d *userDiff) resolveDepartments() {
+	d.newDepts, d.reactDepts = map[string]string{}, map[string]bool{}
+	for i := range d.rows {
+		r := &d.rows[i]
+		if r.rejected || !r.sets(fDept) || r.fin.deptKey == "" {
+			continue
+		}
+		key := r.fin.deptKey
+		if j, ok := d.depts.byKey[key]; ok {
+			if !d.depts.active[j] && !d.reactDepts[key] {
+				d.reactDepts[key] = true
+				d.issue(r, schemas.ColDepartment, schemas.CodeDepartmentReactivated,
+					fmt.Sprintf("department %q was deactivated and has been reactivated because this user belongs to it", d.depts.name[j]),
+					r.val[fDept], pipeline.SeverityWarning)
+			}
+			continue
+		}
+		if _, ok := d.newDepts[key]; !ok {
+			d.newDepts[key] = r.val[fDept]
+			d.deptOrder = append(d.deptOrder, key)
+		}
+	}
+}
+
+// classify turns a decided row into its counted action, or unchanged.
+func (d *userDiff) classify(r *inRow) {
+	if r.target < 0 {
+		return
+	}
+	old := d.snap.state(r.target)
+	if r.action == schemas.ActUpdate && sameState(old, r.fin) {
+		r.action = ""
+	}
+}
+
+func sameState(a, b state) bool {
+	return a.eid == b.eid && a.hasEID == b.hasEID && a.email == b.email && a.first == b.first && a.last == b.last &&
+		a.mgr == b.mgr && a.mgrRow == b.mgrRow && a.deptKey == b.deptKey && a.title == b.title && a.loc == b.loc &&
+		a.hasStart == b.hasStart && (!a.hasStart || a.start == b.start) &&
+		a.hasDeact == b.hasDeact && (!a.hasDeact || a.deact == b.deact) &&
+		a.custom == b.custom && a.active == b.active
+}
+
+// counts tallies the file's actions, each accepted row once.
+func (d *userDiff) counts() pipeline.Counts {
+	c := pipeline.Counts{Rows: d.f.Rows}
+	for i := range d.rows {
+		r := &d.rows[i]
+		if r.rejected {
+			continue
+		}
+		switch r.action {
+		case schemas.ActCreate:
+			c.Created++
+		case schemas.ActUpdate:
+			c.Updated++
+		case schemas.ActDeactivate:
+			c.Deactivated++
+		case schemas.ActReactivate:
+			c.Reactivated++
+		case schemas.ActSchedule:
+			c.Scheduled++
+		default:
+			c.Unchanged++
+		}
+	}
+	c.Deactivated += len(d.omitted)
+	return c
+}
+
+// sortedKeys is for deterministic output.
+func sortedKeys(m map[string]bool) []string {
+	var k []string
+	for s := range m {
+		k = append(k, s)
+	}
+	sort.Strings(k)
+	return k
+}

@@ -1,0 +1,462 @@
+// Package parse turns a plaintext CSV or JSON upload into Arrow record
+// batches of text columns, mapped to the file template by header name, each
+// record carrying its source row number. It makes the file-level checks of
+// FILE_RULES.md (encoding, empty, delimiter, unreadable, kind, required
+// columns) and reports the first that fails, in that order.
+package parse
+
+import (
+	"bufio"
+	"context"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/apache/arrow/go/v17/arrow/array"
+	"github.com/apache/arrow/go/v17/arrow/memory"
+	"github.com/roster-hr/roster/pipeline"
+	"github.com/roster-hr/roster/schemas"
+)
+
+// Option names.
+const (
+	OptBatchRows = "batch_rows"
+	OptMaxFields = "max_fields"
+)
+
+// Spec declares the stage.
+func Spec() pipeline.Spec {
+	return pipeline.Spec{
+		Name:    "parse",
+		Summary: "Reads CSV (RFC 4180) or JSON into Arrow batches of text, mapping columns by header name (case-insensitive, aliases allowed) and keeping each record's spreadsheet row number.",
+		Fields: []pipeline.Field{
+			{Name: OptBatchRows, Default: 65536, Help: "rows per Arrow record batch; larger batches mean fewer, bigger allocations"},
+			{Name: OptMaxFields, Default: 1000, Help: "most columns a header may have; a wider header is rejected as malformed_csv before rows are read"},
+		},
+		New: func(o pipeline.Options) (any, error) {
+			s := stage{batchRows: o.Int(OptBatchRows), maxFields: o.Int(OptMaxFields)}
+			if s.batchRows < 1 || s.maxFields < 1 {
+				return nil, errors.New("batch_rows and max_fields must be positive")
+			}
+			return s, nil
+		},
+	}
+}
+
+type stage struct{ batchRows, maxFields int }
+
+// finding categories, in the order FILE_RULES.md checks them.
+const (
+	catEncoding = iota
+	catEmpty
+	catDelimiter
+	catMalformed
+	catKind
+	catRequired
+	numCats
+)
+
+var catCode = [numCats]string{schemas.CodeInvalidEncoding, schemas.CodeEmptyFile, schemas.CodeWrongDelimiter,
+	schemas.CodeMalformedCSV, schemas.CodeUnknownFileKind, schemas.CodeMissingRequiredColumn}
+
+// findings keeps the first problem of each category.
+type findings [numCats]string
+
+func (fs *findings) set(cat int, msg string) {
+	if fs[cat] == "" {
+		fs[cat] = msg
+	}
+}
+
+func (fs *findings) first() error {
+	for cat, msg := range fs {
+		if msg != "" {
+			return pipeline.Reject(catCode[cat], "%s", msg)
+		}
+	}
+	return nil
+}
+
+func (s stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (pipeline.Stats, error) {
+	path := f.Plain
+	if path == "" {
+		path = f.Staged
+	}
+	ext := strings.ToLower(filepath.Ext(strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(f.Name, ".pgp"), ".gpg"), ".asc")))
+	in, err := os.Open(path)
+	if err != nil {
+		return pipeline.Stats{}, fmt.Errorf("parse: %w", err)
+	}
+	defer in.Close()
+	head := make([]byte, 512)
+	n, _ := io.ReadFull(in, head)
+	head = head[:n]
+	if _, err := in.Seek(0, io.SeekStart); err != nil {
+		return pipeline.Stats{}, fmt.Errorf("parse: %w", err)
+	}
+	if strings.TrimSpace(strings.TrimPrefix(string(head), "\uFEFF")) == "" && n < 512 {
+		return pipeline.Stats{}, pipeline.Reject(schemas.CodeEmptyFile, "the file is empty; export the users again and upload the file with its header row")
+	}
+	if msg := sniffBinary(head); msg != "" {
+		return pipeline.Stats{}, pipeline.Reject(schemas.CodeUnsupportedFormat, "%s", msg)
+	}
+	text, err := openText(in)
+	if err != nil {
+		return pipeline.Stats{}, err
+	}
+	b := &builder{stage: s, run: run, f: f, mem: run.Mem}
+	if b.mem == nil {
+		b.mem = memory.NewGoAllocator()
+	}
+	if ext == ".json" || (ext != ".csv" && firstNonSpace(head) == '[') {
+		f.Format = "json"
+		err = b.readJSON(ctx, path)
+	} else {
+		f.Format = "csv"
+		err = b.readCSV(ctx, text, ',')
+		if err == nil && b.semicolons && run.Tenant.Delimiter == "auto" {
+			// The tenant allows Excel's European ';' export: read it again
+			// with ';' as the delimiter.
+			b.reset()
+			if _, serr := in.Seek(0, io.SeekStart); serr != nil {
+				return pipeline.Stats{}, fmt.Errorf("parse: %w", serr)
+			}
+			text, _ = openText(in)
+			err = b.readCSV(ctx, text, ';')
+		}
+	}
+	if err != nil {
+		b.release()
+		return pipeline.Stats{}, err
+	}
+	if err := b.found.first(); err != nil {
+		b.release()
+		return pipeline.Stats{}, err
+	}
+	f.Kind, f.Columns, f.Batches, f.Rows = b.kind, b.cols, b.batches, b.rows
+	f.Counts.Rows = b.rows
+	return pipeline.Stats{RowsIn: int64(b.rows), RowsOut: int64(b.rows)}, nil
+}
+
+func firstNonSpace(b []byte) byte {
+	s := strings.TrimLeft(strings.TrimPrefix(string(b), "\uFEFF"), " \t\r\n")
+	if s == "" {
+		return 0
+	}
+	return s[0]
+}
+
+// sniffBinary names formats people upload by mistake.
+func sniffBinary(head []byte) string {
+	switch {
+	case strings.HasPrefix(string(head), "PK\x03\x04"):
+		return "this is a ZIP or Excel workbook (.xlsx), not CSV; open it in Excel and use File → Save As → CSV UTF-8"
+	case strings.HasPrefix(string(head), "\xD0\xCF\x11\xE0"):
+		return "this is an old Excel workbook (.xls), not CSV; open it in Excel and use File → Save As → CSV UTF-8"
+	case strings.HasPrefix(string(head), "%PDF"):
+		return "this is a PDF, not CSV; export the user list from your HR system as CSV"
+	}
+	return ""
+}
+
+// builder accumulates a file's batches.
+type builder struct {
+	stage
+	run   *pipeline.Run
+	f     *pipeline.File
+	mem   memory.Allocator
+	found findings
+
+	kind       schemas.Kind
+	cols       []schemas.Column
+	schema     *arrow.Schema
+	rb         *array.RecordBuilder
+	batches    []arrow.Record
+	rows       int // data rows in batches
+	inBatch    int
+	semicolons bool
+	warned     []pipeline.Issue
+}
+
+func (b *builder) reset() {
+	b.release()
+	*b = builder{stage: b.stage, run: b.run, f: b.f, mem: b.mem}
+}
+
+func (b *builder) release() {
+	for _, r := range b.batches {
+		r.Release()
+	}
+	b.batches = nil
+	if b.rb != nil {
+		b.rb.Release()
+		b.rb = nil
+	}
+}
+
+// header maps header names to template columns: fieldCol[i] is the output
+// column of field i, or -1. It records kind and required-column findings.
+func (b *builder) header(names []string) (fieldCol []int) {
+	kind, ok := schemas.DetectKind(names)
+	if !ok {
+		b.found.set(catKind, fmt.Sprintf("the header (%s) has none of the user-file columns email, first_name, last_name, employee_id, nor a department-file column name; check the first row is the header of our template", quoteList(names, 8)))
+		return nil
+	}
+	b.kind = kind
+	tmpl := schemas.ForKind(kind)
+	fieldCol = make([]int, len(names))
+	seen := map[string]bool{}
+	for i, h := range names {
+		fieldCol[i] = -1
+		if strings.TrimSpace(h) == "" {
+			continue
+		}
+		col, ok := tmpl.Lookup(h, b.run.Tenant.CustomFields)
+		if !ok {
+			b.warned = append(b.warned, pipeline.Issue{Row: 1, Column: h, Code: schemas.CodeUnknownColumn, Severity: pipeline.SeverityWarning,
+				Message: fmt.Sprintf("column %q is not in the %s template and was ignored", h, kind)})
+			continue
+		}
+		if seen[col.Name] {
+			b.warned = append(b.warned, pipeline.Issue{Row: 1, Column: h, Code: schemas.CodeUnknownColumn, Severity: pipeline.SeverityWarning,
+				Message: fmt.Sprintf("column %q appears twice; only the first one is read", col.Name)})
+			continue
+		}
+		seen[col.Name] = true
+		fieldCol[i] = len(b.cols)
+		b.cols = append(b.cols, col)
+	}
+	var missing []string
+	for _, c := range tmpl.Columns {
+		if c.Required && !seen[c.Name] {
+			missing = append(missing, c.Name)
+		}
+	}
+	if len(missing) > 0 {
+		b.found.set(catRequired, fmt.Sprintf("the %s file has no %s column; add it to the header (required: %s)",
+			kind, strings.Join(missing, ", "), strings.Join(requiredOf(tmpl), ", ")))
+		return nil
+	}
+	fields := []arrow.Field{{Name: schemas.RowColumn, Type: arrow.PrimitiveTypes.Int32}}
+	for _, c := range b.cols {
+		fields = append(fields, arrow.Field{Name: c.Name, Type: arrow.BinaryTypes.String, Nullable: true})
+	}
+	b.schema = arrow.NewSchema(fields, nil)
+	return fieldCol
+}
+
+func requiredOf(t schemas.Template) []string {
+	var r []string
+	for _, c := range t.Columns {
+		if c.Required {
+			r = append(r, c.Name)
+		}
+	}
+	return r
+}
+
+func quoteList(names []string, max int) string {
+	var q []string
+	for i, n := range names {
+		if i == max {
+			q = append(q, "…")
+			break
+		}
+		q = append(q, fmt.Sprintf("%q", n))
+	}
+	return strings.Join(q, ", ")
+}
+
+// startRow begins a record with source row number row.
+func (b *builder) startRow(row int) {
+	if b.rb == nil {
+		b.rb = array.NewRecordBuilder(b.mem, b.schema)
+	}
+	b.rb.Field(0).(*array.Int32Builder).Append(int32(row))
+}
+
+// cell appends column c's value of the current record; absent cells (a JSON
+// key missing from the object) are null, empty cells "".
+func (b *builder) cell(c int, v string, present bool) {
+	sb := b.rb.Field(c + 1).(*array.StringBuilder)
+	if present {
+		sb.Append(v)
+	} else {
+		sb.AppendNull()
+	}
+}
+
+func (b *builder) endRow() {
+	b.rows++
+	b.inBatch++
+	if b.inBatch >= b.batchRows {
+		b.flush()
+	}
+}
+
+func (b *builder) flush() {
+	if b.rb == nil || b.inBatch == 0 {
+		return
+	}
+	b.batches = append(b.batches, b.rb.NewRecord())
+	b.inBatch = 0
+}
+
+// rowIssue records a row-level issue and optionally rejects the row (its
+// 0-based position is the row count before endRow).
+func (b *builder) rejectRow(row int, code, msg, value string) {
+	b.f.Issues.Add(pipeline.Issue{Row: row, Code: code, Severity: pipeline.SeverityError, Message: msg, Value: value})
+	b.f.Rejected.Add(b.rows)
+}
+
+func (b *builder) readCSV(ctx context.Context, text io.Reader, comma rune) error {
+	r := csv.NewReader(bufio.NewReaderSize(text, 1<<20))
+	r.Comma = comma
+	r.FieldsPerRecord = -1
+	r.ReuseRecord = true
+	hdr, err := r.Read()
+	if err != nil {
+		return b.csvError(err, 1)
+	}
+	if len(hdr) > b.maxFields {
+		b.found.set(catMalformed, fmt.Sprintf("the header has %d columns, more than the %d roster reads; check the file is our template", len(hdr), b.maxFields))
+		return b.drain(r)
+	}
+	names := trimTrailingEmpty(append([]string(nil), hdr...))
+	if comma == ',' && len(names) == 1 && strings.Count(names[0], ";") > 0 {
+		if k, ok := schemas.DetectKind(strings.Split(names[0], ";")); ok {
+			b.semicolons = true
+			if b.run.Tenant.Delimiter != "auto" {
+				b.found.set(catDelimiter, fmt.Sprintf("the header is separated by ';', not ',' (a %s file saved by Excel in a European locale); save the file as CSV with commas (Excel: File → Save As → CSV UTF-8 (Comma delimited)), or ask us to allow ';' for your account", k))
+			}
+		}
+	}
+	fieldCol := b.header(names)
+	if fieldCol == nil || b.semicolons {
+		// The file is rejected, but a worse finding further down (bad
+		// encoding, damage) takes precedence: read on without building.
+		return b.drain(r)
+	}
+	for _, w := range b.warned {
+		b.f.Issues.Add(w)
+	}
+	row, prevEnd := 1, 1
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rec, err := r.Read()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return b.csvError(err, row+1)
+		}
+		// Spreadsheet rows: blank lines, which encoding/csv skips, are rows
+		// too; a quoted field spanning lines is still one row.
+		start, _ := r.FieldPos(0)
+		if start > prevEnd+1 {
+			row += start - prevEnd - 1
+		}
+		row++
+		last := rec[len(rec)-1]
+		lastLine, _ := r.FieldPos(len(rec) - 1)
+		prevEnd = lastLine + strings.Count(last, "\n")
+		fields := trimTrailingEmpty(rec)
+		if len(fields) == 0 {
+			continue // an all-empty row (",,,,"), as spreadsheets leave at the end
+		}
+		b.startRow(row)
+		if len(fields) > len(names) {
+			b.rejectRow(row, schemas.CodeMalformedRow,
+				fmt.Sprintf("the row has %d values but the header has %d columns; a value probably contains an unquoted comma: put quotes around it", len(fields), len(names)), "")
+		}
+		nc := len(b.cols)
+		filled := 0
+		for i, v := range fields {
+			if i < len(fieldCol) && fieldCol[i] >= 0 {
+				b.cell(fieldCol[i], v, true)
+				filled++
+			}
+		}
+		if filled < nc {
+			// Fewer fields than the header: the missing ones are empty.
+			have := make([]bool, nc)
+			for i := range fields {
+				if i < len(fieldCol) && fieldCol[i] >= 0 {
+					have[fieldCol[i]] = true
+				}
+			}
+			for c := 0; c < nc; c++ {
+				if !have[c] {
+					b.cell(c, "", true)
+				}
+			}
+		}
+		b.endRow()
+	}
+	b.flush()
+	if b.rows == 0 {
+		b.found.set(catEmpty, "the file has a header but no data rows")
+	}
+	return nil
+}
+
+// drain reads the rest of the file to find encoding damage or malformed
+// CSV, which outrank the finding that stopped the build.
+func (b *builder) drain(r *csv.Reader) error {
+	rows := 0
+	for {
+		_, err := r.Read()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return b.csvError(err, rows+2)
+		}
+		rows++
+	}
+	if rows == 0 {
+		b.found.set(catEmpty, "the file has a header but no data rows")
+	}
+	return nil
+}
+
+// csvError turns a read error into a finding (nil error) or a system error.
+func (b *builder) csvError(err error, row int) error {
+	var enc *errEncoding
+	if errors.As(err, &enc) {
+		b.found.set(catEncoding, "the file "+enc.Error())
+		return nil
+	}
+	if err == io.EOF {
+		b.found.set(catEmpty, "the file is empty; export the users again and upload the file with its header row")
+		return nil
+	}
+	var pe *csv.ParseError
+	if errors.As(err, &pe) {
+		what := "is damaged"
+		switch {
+		case errors.Is(pe.Err, csv.ErrQuote):
+			what = "has a quote that is never closed, or text right after a closing quote"
+		case errors.Is(pe.Err, csv.ErrBareQuote):
+			what = "has a quote (\") inside a value that is not itself in quotes; put the value in quotes and double the inner quote (\"\")"
+		}
+		b.found.set(catMalformed, fmt.Sprintf("the file %s at line %d, column %d; the rest cannot be read reliably. Export the file again as CSV", what, pe.StartLine, pe.Column))
+		return nil
+	}
+	return fmt.Errorf("parse: %w", err)
+}
+
+func trimTrailingEmpty(rec []string) []string {
+	n := len(rec)
+	for n > 0 && strings.TrimSpace(rec[n-1]) == "" {
+		n--
+	}
+	return rec[:n]
+}

@@ -1,0 +1,82 @@
+// Package report tells the customer what happened to each file: a CSV
+// report of every issue in /reports/<file>.report.csv of their SFTP home,
+// and the upload moved to /processed (applied or duplicate) or /failed
+// (rejected). A file that failed for a system reason stays in /incoming to
+// be taken again.
+package report
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/roster-hr/roster/pipeline"
+)
+
+// Spec declares the stage.
+func Spec() pipeline.Spec {
+	return pipeline.Spec{
+		Name:    "report",
+		Summary: "Writes /reports/<file>.report.csv when a file has issues and moves the upload to /processed or /failed in the tenant's SFTP home.",
+		Ordered: true,
+		Always:  true,
+		New:     func(pipeline.Options) (any, error) { return stage{}, nil },
+	}
+}
+
+type stage struct{}
+
+// Name is the report's file name for an upload.
+func Name(upload string) string { return upload + ".report.csv" }
+
+func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (pipeline.Stats, error) {
+	if run.DryRun || !f.Remote || run.Store == nil || f.Status == pipeline.StatusFailed {
+		return pipeline.Stats{}, nil
+	}
+	n := int64(len(f.Issues.List()))
+	if f.Issues.Total() > 0 && f.Status != pipeline.StatusDuplicate {
+		if err := run.Store.PutReport(ctx, Name(f.Name), CSV(f)); err != nil {
+			return pipeline.Stats{}, fmt.Errorf("report: upload: %w", err)
+		}
+	}
+	ok := f.Status == pipeline.StatusApplied || f.Status == pipeline.StatusDuplicate
+	if err := run.Store.Finish(ctx, f.Source, ok); err != nil {
+		return pipeline.Stats{}, fmt.Errorf("report: move %s: %w", f.Name, err)
+	}
+	return pipeline.Stats{RowsIn: n, RowsOut: n}, nil
+}
+
+// CSV renders a file's issues as the customer's report: row, column, code,
+// severity, message, value. A closing line says when issues were cut.
+func CSV(f *pipeline.File) []byte {
+	var buf bytes.Buffer
+	buf.WriteString("\uFEFF") // Excel opens UTF-8 correctly only with a BOM
+	w := csv.NewWriter(&buf)
+	w.Write([]string{"row", "column", "code", "severity", "message", "value"}) //nolint:errcheck // bytes.Buffer
+	for _, is := range f.Issues.List() {
+		row := ""
+		if is.Row > 0 {
+			row = strconv.Itoa(is.Row)
+		}
+		w.Write([]string{row, Neutralize(is.Column), is.Code, string(is.Severity), Neutralize(is.Message), Neutralize(is.Value)}) //nolint:errcheck
+	}
+	if cut := f.Issues.Truncated(); cut > 0 {
+		w.Write([]string{"", "", "issues_truncated", "info", //nolint:errcheck
+			fmt.Sprintf("%d more issues (%d errors, %d warnings in all) are not listed; fix the ones above and send the file again", cut, f.Issues.Errors, f.Issues.Warnings), ""})
+	}
+	w.Flush()
+	return buf.Bytes()
+}
+
+// Neutralize defuses a cell a spreadsheet would run as a formula (it starts
+// with = + - @, or a tab or CR) by prefixing an apostrophe (OWASP CSV
+// injection).
+func Neutralize(s string) string {
+	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
+		return "'" + s
+	}
+	return s
+}
