@@ -278,4 +278,3 @@ func (a *applier) users(ctx context.Context) error {
 	}
 	return nil
 }
-
