@@ -1,0 +1,37 @@
+# roster's developer commands. `make run` and `make test` set everything up
+# on a fresh machine: a throwaway PostgreSQL in ./var/pg (unless
+# DATABASE_URL is set), the binary, the fixtures.
+
+SHELL := /bin/bash
+GO ?= go
+DB = $(shell scripts/pg.sh start)
+
+.PHONY: build run test test-long bench fuzz db db-stop fixtures vet clean
+
+build:
+	$(GO) build -o bin/roster ./cmd/roster
+
+# The main job on the embedded defaults: local PostgreSQL, a demo tenant,
+# the fixture files through the whole pipeline, and a summary.
+run: build
+	@url=$$(scripts/pg.sh start) && DATABASE_URL=$$url ./bin/roster demo
+
+test:
+	@url=$$(scripts/pg.sh start) && DATABASE_URL=$$url $(GO) test -count=1 -timeout 30m ./...
+
+vet:
+	$(GO) vet ./...
+
+db:
+	@scripts/pg.sh start
+
+db-stop:
+	@scripts/pg.sh stop
+
+# Regenerate the deterministic fixture files.
+fixtures:
+	$(GO) run ./fixtures/gen -kind departments > fixtures/departments.csv
+	$(GO) run ./fixtures/gen -kind users -rows 1000 -seed 1 > fixtures/users.csv
+
+clean:
+	rm -rf bin

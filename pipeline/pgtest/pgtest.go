@@ -1,0 +1,69 @@
+// Package pgtest gives each test its own fresh, migrated PostgreSQL
+// database on the server DATABASE_URL points at (make test starts a local
+// one), and drops it afterwards. Tests talk to a real server over a real
+// connection; nothing is mocked.
+package pgtest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/url"
+	"os"
+	"testing"
+
+	"github.com/jmoiron/sqlx"
+	_ "github.com/lib/pq" // the driver sqlx opens by name
+	"github.com/roster-hr/roster/schemas"
+)
+
+// URL returns the admin URL from DATABASE_URL, failing the test (in CI) or
+// skipping it (locally) when there is none.
+func URL(t testing.TB) string {
+	t.Helper()
+	u := os.Getenv("DATABASE_URL")
+	if u == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("DATABASE_URL is not set: run the tests with make test")
+		}
+		t.Skip("DATABASE_URL is not set: run the tests with make test")
+	}
+	return u
+}
+
+// New creates a fresh database, applies the migrations, and returns a
+// connection pool to it and its URL. Both go away when the test ends.
+func New(t testing.TB) (*sqlx.DB, string) {
+	t.Helper()
+	admin := URL(t)
+	ctx := context.Background()
+	adb, err := sqlx.Open("postgres", admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 6)
+	rand.Read(b) //nolint:errcheck // crypto/rand does not fail
+	name := "roster_test_" + hex.EncodeToString(b)
+	if _, err := adb.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
+		adb.Close()
+		t.Fatalf("create test database: %v", err)
+	}
+	u, err := url.Parse(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + name
+	db, err := sqlx.Open("postgres", u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		db.Close()
+		adb.ExecContext(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)") //nolint:errcheck // best effort
+		adb.Close()
+	})
+	if _, err := schemas.Migrate(ctx, db); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	return db, u.String()
+}
