@@ -73,6 +73,15 @@ type File struct {
 	Temp []string
 }
 
+// UploadKey identifies one upload of a remote file: its name, upload time
+// and content. Empty for local files.
+func (f *File) UploadKey() string {
+	if !f.Remote || f.SHA256 == "" {
+		return ""
+	}
+	return f.Name + "|" + f.ModTime.UTC().Format(time.RFC3339Nano) + "|" + f.SHA256
+}
+
 // Rejected reports whether the file was rejected for a data reason.
 func (f *File) IsRejected() bool { return f.Status == StatusRejected }
 

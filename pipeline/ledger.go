@@ -28,6 +28,8 @@ type Ledger interface {
 	RecordStage(ctx context.Context, runID, fileID int64, res StageResult) error
 	// FinishRun sets the final status of a run.
 	FinishRun(ctx context.Context, runID int64, status string, class Class, reason string) error
+	// AppliedUpload returns the run that applied this upload, or 0.
+	AppliedUpload(ctx context.Context, tenant, key string) (int64, error)
 	// LastApplied returns, per kind, the sha256 of the tenant's last applied
 	// file of that kind and whether it applied without errors.
 	LastApplied(ctx context.Context, tenant string) (map[string]AppliedFile, error)
@@ -78,11 +80,15 @@ func (l PGLedger) RecordFile(ctx context.Context, tx *sqlx.Tx, runID int64, f *F
 		appliedAt = time.Now()
 	}
 	c := f.Counts
-	if _, err := tx.ExecContext(ctx, `UPDATE run_files SET sha256 = $2, size = $3, kind = $4, status = $5, rows = $6,
+	var key any
+	if k := f.UploadKey(); k != "" {
+		key = k
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE run_files SET upload_key = $18, sha256 = $2, size = $3, kind = $4, status = $5, rows = $6,
 		created = $7, updated = $8, deactivated = $9, reactivated = $10, scheduled = $11, unchanged = $12,
 		errors = $13, warnings = $14, error_code = $15, error = $16, applied_at = $17 WHERE id = $1`,
 		f.ID, f.SHA256, f.Size, string(f.Kind), string(f.Status), c.Rows, c.Created, c.Updated, c.Deactivated,
-		c.Reactivated, c.Scheduled, c.Unchanged, f.Issues.Errors, f.Issues.Warnings, code, msg, appliedAt); err != nil {
+		c.Reactivated, c.Scheduled, c.Unchanged, f.Issues.Errors, f.Issues.Warnings, code, msg, appliedAt, key); err != nil {
 		return fmt.Errorf("ledger: record file %q: %w", f.Name, err)
 	}
 	list := f.Issues.List()
@@ -153,6 +159,19 @@ func (l PGLedger) FinishRun(ctx context.Context, runID int64, status string, cla
 		return fmt.Errorf("ledger: finish run %d: %w", runID, err)
 	}
 	return nil
+}
+
+// AppliedUpload implements Ledger.
+func (l PGLedger) AppliedUpload(ctx context.Context, tenant, key string) (int64, error) {
+	var run int64
+	err := l.DB.GetContext(ctx, &run, `SELECT run_id FROM run_files WHERE tenant_id = $1 AND upload_key = $2 AND status = 'applied'`, tenant, key)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("ledger: look up upload: %w", err)
+	}
+	return run, nil
 }
 
 // LastApplied implements Ledger.

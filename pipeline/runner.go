@@ -270,6 +270,20 @@ func (rn *Runner) fileStage(ctx context.Context, run *Run, st Configured, f *Fil
 		}
 		return nil
 	}
+	// This very upload was applied already (the process died after the
+	// commit, before moving it): finish the move, never apply it again.
+	if key := f.UploadKey(); key != "" && f.Status == StatusProcessing && f.Kind == "" {
+		runID, err := run.Ledger.AppliedUpload(ctx, run.Tenant.ID, key)
+		if err != nil {
+			return err
+		}
+		if runID != 0 {
+			f.Status = StatusDuplicate
+			f.Issues.Add(Issue{Code: schemas.CodeDuplicateFile, Severity: SeverityInfo,
+				Message: fmt.Sprintf("this upload was already applied by run %d; it was not applied again", runID)})
+			return nil
+		}
+	}
 	// The duplicate rule needs only the checksum: content equal to the last
 	// cleanly applied file of a kind is that kind, and changes nothing.
 	if f.SHA256 != "" && f.Status == StatusProcessing && f.Kind == "" {

@@ -49,10 +49,14 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"run", "--tenant ID [--file PATH …] [--dry-run] [--json]", "process files through the pipeline", cmdRun},
+		{"backfill", "--tenant ID --from DATE [--to DATE] [--reprocess missing|failed|all] [--dry-run] [--json]", "replay the files staging kept for a range of logical dates", cmdBackfill},
 		{"tenant", "add ID [options] | list [--json]", "manage tenants", cmdTenant},
 		{"users", "--tenant ID [--format csv|json]", "print the tenant's users, deactivated ones included", cmdUsers},
 		{"departments", "--tenant ID [--format csv|json]", "print the tenant's departments", cmdDepartments},
 		{"runs", "list [--tenant ID] [--json] | show RUN_ID [--json]", "read the run ledger", cmdRuns},
+		{"serve", "[--sftp-listen ADDR] [--poll-interval 1m]", "run the embedded SFTP server and poll every tenant's /incoming", cmdServe},
+		{"keys", "generate TENANT [--force]", "issue a tenant's PGP key pair and print the public key", cmdKeys},
+		{"demo", "", "the demo: a tenant, fixture files uploaded over SFTP, one full run, a summary", cmdDemo},
 		{"migrate", "", "apply the database migrations", cmdMigrate},
 		{"stages", "", "list the pipeline stages and their options (Markdown)", cmdStages},
 	}
@@ -107,14 +111,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if a.db != nil {
 			a.db.Close()
 		}
-		return report(stderr, err)
+		return exitCode(stderr, err)
 	}
 	fmt.Fprintf(stderr, "roster: unknown command %q\n", rest[0])
 	printUsage(stderr)
 	return exitUsage
 }
 
-func report(stderr io.Writer, err error) int {
+func exitCode(stderr io.Writer, err error) int {
 	var ue usageError
 	var ee exitError
 	switch {

@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/roster-hr/roster/pipeline"
+	"github.com/roster-hr/roster/sftpd"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -120,7 +121,7 @@ func tenantAdd(ctx context.Context, a *app, args []string) error {
 		if err != nil {
 			return err
 		}
-		if t.SFTPPasswordHash, err = hashPassword(pw); err != nil {
+		if t.SFTPPasswordHash, err = sftpd.HashPassword(pw); err != nil {
 			return err
 		}
 	}

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/roster-hr/roster/jobs"
+	"github.com/roster-hr/roster/pipeline"
+	"github.com/roster-hr/roster/sftpd"
+	"github.com/roster-hr/roster/stages"
+	"github.com/roster-hr/roster/stages/fetch/store"
+	"golang.org/x/crypto/ssh"
+)
+
+// tenantAuth checks SFTP logins against the tenants table, so every replica
+// sees the same credentials.
+type tenantAuth struct{ db *sqlx.DB }
+
+// dummyHash is compared for unknown tenants so a login takes as long
+// whether or not the tenant exists.
+var dummyHash = sync.OnceValue(func() string {
+	h, _ := sftpd.HashPassword([]byte("roster-no-such-tenant"))
+	return h
+})
+
+func (a tenantAuth) CheckPassword(ctx context.Context, user string, pw []byte) (bool, error) {
+	t, err := pipeline.Tenants{DB: a.db}.Get(ctx, user)
+	if errors.Is(err, pipeline.ErrUnknownTenant) || (err == nil && t.SFTPPasswordHash == "") {
+		sftpd.CheckPasswordHash(dummyHash(), pw)
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return sftpd.CheckPasswordHash(t.SFTPPasswordHash, pw), nil
+}
+
+func (a tenantAuth) AuthorizedKeys(ctx context.Context, user string) ([]ssh.PublicKey, error) {
+	t, err := pipeline.Tenants{DB: a.db}.Get(ctx, user)
+	if errors.Is(err, pipeline.ErrUnknownTenant) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var keys []ssh.PublicKey
+	for _, k := range t.SFTPPublicKeys {
+		pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(k))
+		if err == nil {
+			keys = append(keys, pk)
+		}
+	}
+	return keys, nil
+}
+
+// sftpRoot is where the embedded server keeps the tenants' homes.
+func (a *app) sftpRoot() string { return filepath.Join(a.dataDir, "sftp") }
+
+func (a *app) runner(db *sqlx.DB) (*pipeline.Runner, error) {
+	spec, err := pipeline.LoadSpec(a.pipeline)
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	return &pipeline.Runner{DB: db, Registry: stages.Registry(), Spec: spec,
+		StagingDir: filepath.Join(a.dataDir, "staging"), Log: a.log}, nil
+}
+
+// localStores opens tenants' homes of the embedded server's data dir.
+func (a *app) localStores(srv *sftpd.Server) func(ctx context.Context, tenant string) (pipeline.Store, error) {
+	return func(ctx context.Context, tenant string) (pipeline.Store, error) {
+		if srv != nil {
+			// Tenants added while serve runs get their home at first poll.
+			if err := srv.EnsureHome(tenant); err != nil {
+				return nil, err
+			}
+		}
+		return store.Local(filepath.Join(a.sftpRoot(), tenant)), nil
+	}
+}
+
+func cmdServe(ctx context.Context, a *app, args []string) error {
+	fs := flags("serve")
+	listen := fs.String("sftp-listen", "127.0.0.1:2222", "address of the embedded SFTP server")
+	interval := fs.Duration("poll-interval", time.Minute, "how often every tenant's /incoming is polled (an upload to the embedded server is taken at once)")
+	maxUpload := fs.Int64("max-upload-bytes", 1<<30, "largest upload the SFTP server accepts, enforced while writing")
+	idle := fs.Duration("idle-timeout", 10*time.Minute, "close SFTP sessions idle this long")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *interval < time.Second {
+		return usagef("serve: --poll-interval must be at least 1s")
+	}
+	db, err := a.open(ctx)
+	if err != nil {
+		return err
+	}
+	tenants, err := pipeline.Tenants{DB: db}.List(ctx)
+	if err != nil {
+		return err
+	}
+	if err := checkPassphrase(tenants); err != nil {
+		return err
+	}
+	rn, err := a.runner(db)
+	if err != nil {
+		return err
+	}
+	poller := &jobs.Poller{Runner: rn, Interval: *interval, KeyPassphrase: []byte(os.Getenv("ROSTER_KEY_PASSPHRASE")), Log: a.log,
+		OnResult: func(r *pipeline.Result) { printRun(a, r) }}
+	srv, err := sftpd.New(a.sftpRoot(), tenantAuth{db},
+		sftpd.WithHostKeyFile(filepath.Join(a.dataDir, "ssh_host_ed25519_key")),
+		sftpd.WithLogger(a.log), sftpd.WithMaxUploadSize(*maxUpload), sftpd.WithIdleTimeout(*idle),
+		sftpd.WithOnUpload(func(tenant, name string) { poller.Kick(tenant) }))
+	if err != nil {
+		return fmt.Errorf("start the SFTP server: %w", err)
+	}
+	poller.StoreFor = a.localStores(srv)
+	for _, t := range tenants {
+		if err := srv.EnsureHome(t.ID); err != nil {
+			return fmt.Errorf("create the SFTP home of %s: %w", t.ID, err)
+		}
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return usagef("serve: listen on %s: %v", *listen, err)
+	}
+	fmt.Fprintf(a.stdout, "roster serve: SFTP on %s, host key %s\n", ln.Addr(), srv.HostKeyFingerprint())
+	fmt.Fprintf(a.stdout, "polling %d tenant(s) every %s; Ctrl-C to stop\n", len(tenants), *interval)
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(ctx, ln) }()
+	go func() { errc <- poller.Run(ctx) }()
+	var first error
+	for i := 0; i < 2; i++ {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+		}
+	}
+	a.log.Info("stopped")
+	return first
+}
+
+// checkPassphrase refuses to start when a tenant has a PGP key but the
+// passphrase that unlocks it is missing: better now than at 2 a.m.
+func checkPassphrase(tenants []*pipeline.Tenant) error {
+	if os.Getenv("ROSTER_KEY_PASSPHRASE") != "" {
+		return nil
+	}
+	var with []string
+	for _, t := range tenants {
+		if len(t.PGPPrivateKey) > 0 {
+			with = append(with, t.ID)
+		}
+	}
+	if len(with) > 0 {
+		return usagef("ROSTER_KEY_PASSPHRASE is not set, but tenants %s have PGP keys it unlocks", strings.Join(with, ", "))
+	}
+	return nil
+}
+
