@@ -164,4 +164,3 @@ func checkPassphrase(tenants []*pipeline.Tenant) error {
 	}
 	return nil
 }
-
