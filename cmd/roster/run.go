@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,8 +12,30 @@ import (
 	"time"
 
 	"github.com/roster-hr/roster/pipeline"
-	"github.com/roster-hr/roster/stages"
+	"github.com/roster-hr/roster/stages/fetch/store"
 )
+
+// openStore opens the tenant's SFTP store: an external server named by
+// --store, or the embedded server's data dir.
+func (a *app) openStore(ctx context.Context, tenant, rawURL, key, knownHosts, hostKey string, stableAfter time.Duration) (pipeline.Store, func(), error) {
+	if rawURL == "" {
+		return store.Local(filepath.Join(a.sftpRoot(), tenant)), func() {}, nil
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Scheme != "sftp" || u.Host == "" || u.User == nil {
+		return nil, nil, usagef("run: --store must look like sftp://user@host:port[/root]")
+	}
+	if knownHosts == "" && hostKey == "" {
+		return nil, nil, usagef("run: --store needs --known-hosts or --host-key: roster never connects without verifying the server")
+	}
+	pw, _ := u.User.Password()
+	s, err := store.DialSFTP(ctx, store.SFTPConfig{Addr: u.Host, User: u.User.Username(), KeyFile: key, Password: pw,
+		KnownHostsFile: knownHosts, HostKeyFingerprint: hostKey, Root: strings.TrimPrefix(u.Path, "/"), StableAfter: stableAfter})
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to %s: %w", u.Host, err)
+	}
+	return s.Tenant(""), func() { s.Close() }, nil
+}
 
 // runJSON is the --json contract of `roster run`.
 type runJSON struct {
@@ -69,6 +92,11 @@ func cmdRun(ctx context.Context, a *app, args []string) error {
 	asJSON := fs.Bool("json", false, "print the result as one JSON object")
 	allowMass := fs.Bool("allow-mass-deactivation", false, "apply a user file the mass-deactivation guard rejected")
 	date := fs.String("date", "", "logical date YYYY-MM-DD (default: today in the tenant's time zone)")
+	storeURL := fs.String("store", "", "pull from an external SFTP server, sftp://user@host:port[/root] (default: the embedded server's data dir)")
+	storeKey := fs.String("store-key", "", "private key file for --store")
+	knownHosts := fs.String("known-hosts", "", "known_hosts file that verifies --store's host key")
+	hostKey := fs.String("host-key", "", "pinned SHA256:… fingerprint of --store's host key (instead of --known-hosts)")
+	stableAfter := fs.Duration("stable-after", 5*time.Second, "on --store, a file without a .done marker is taken once its size and mtime held this long (rclone users know this as the settle time); markers skip the wait")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -86,8 +114,8 @@ func cmdRun(ctx context.Context, a *app, args []string) error {
 		}
 		logical = d
 	}
-	if len(files) == 0 {
-		return usagef("run: give --file PATH (pulling from SFTP needs --store or the embedded server's data dir)")
+	if len(files) > 0 && *storeURL != "" {
+		return usagef("run: --file and --store exclude each other")
 	}
 	var inputs []*pipeline.File
 	for _, p := range files {
@@ -104,14 +132,32 @@ func cmdRun(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	spec, err := pipeline.LoadSpec(a.pipeline)
+	rn, err := a.runner(db)
 	if err != nil {
-		return usagef("%v", err)
+		return err
 	}
-	rn := &pipeline.Runner{DB: db, Registry: stages.Registry(), Spec: spec,
-		StagingDir: filepath.Join(a.dataDir, "staging"), Log: a.log}
-	res, err := rn.Run(ctx, pipeline.Request{Tenant: *tenant, Trigger: pipeline.TriggerManual, LogicalDate: logical,
-		Files: inputs, DryRun: *dry, AllowMassDeactivation: *allowMass, KeyPassphrase: []byte(os.Getenv("ROSTER_KEY_PASSPHRASE"))})
+	req := pipeline.Request{Tenant: *tenant, Trigger: pipeline.TriggerManual, LogicalDate: logical,
+		Files: inputs, DryRun: *dry, AllowMassDeactivation: *allowMass, KeyPassphrase: []byte(os.Getenv("ROSTER_KEY_PASSPHRASE"))}
+	if len(files) == 0 {
+		// Pull the tenant's complete uploads from its SFTP store.
+		if _, err := (pipeline.Tenants{DB: db}).Get(ctx, *tenant); err != nil {
+			return err
+		}
+		st, closeStore, err := a.openStore(ctx, *tenant, *storeURL, *storeKey, *knownHosts, *hostKey, *stableAfter)
+		if err != nil {
+			return err
+		}
+		defer closeStore()
+		list, err := st.List(ctx)
+		if err != nil {
+			return fmt.Errorf("list /incoming: %w", err)
+		}
+		for _, rf := range list {
+			req.Files = append(req.Files, &pipeline.File{Name: rf.Name, Source: rf.Name, Remote: true, Size: rf.Size, ModTime: rf.ModTime})
+		}
+		req.Store = st
+	}
+	res, err := rn.Run(ctx, req)
 	if err != nil {
 		return err
 	}
