@@ -239,8 +239,8 @@ func TestRunPullsFromOpenSSHServer(t *testing.T) {
 	var users bytes.Buffer
 	fixtures.WriteUsers(&users, fixtures.UserOptions{Rows: 20, Seed: 5}) //nolint:errcheck
 	in := filepath.Join(srv.Root, "incoming")
-	os.WriteFile(filepath.Join(in, "users.csv"), users.Bytes(), 0o644)     //nolint:errcheck
-	os.WriteFile(filepath.Join(in, "users.csv.done"), nil, 0o644)          //nolint:errcheck
+	os.WriteFile(filepath.Join(in, "users.csv"), users.Bytes(), 0o644)      //nolint:errcheck
+	os.WriteFile(filepath.Join(in, "users.csv.done"), nil, 0o644)           //nolint:errcheck
 	os.WriteFile(filepath.Join(in, "half.csv"), []byte("email,fir"), 0o644) //nolint:errcheck
 	store := "sftp://" + srv.User + "@" + srv.Addr + srv.RemoteRoot
 	code, out, errs := c.roster(context.Background(), "run", "--tenant", "acme", "--store", store, "--store-key", srv.KeyFile,
