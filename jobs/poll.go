@@ -32,6 +32,10 @@ type Poller struct {
 	Log           *slog.Logger
 	// OnResult, when set, sees every run a poll made.
 	OnResult func(*pipeline.Result)
+	// Elector, when set, lets only the leader among replicas run the
+	// scheduled polls (uploads kicked to this replica are still taken: the
+	// tenant lock and upload claims keep that safe).
+	Elector gocron.Elector
 
 	kick chan string
 	once sync.Once
@@ -67,19 +71,21 @@ func (p *Poller) PollTenant(ctx context.Context, tenant string) (*pipeline.Resul
 	if err != nil {
 		return nil, fmt.Errorf("poll %s: open store: %w", tenant, err)
 	}
-	list, err := store.List(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("poll %s: list /incoming: %w", tenant, err)
-	}
-	if len(list) == 0 {
+	res, err := p.Runner.Run(ctx, pipeline.Request{Tenant: tenant, Trigger: pipeline.TriggerScheduled,
+		Store: store, KeyPassphrase: p.KeyPassphrase, Discover: func(ctx context.Context) ([]*pipeline.File, error) {
+			list, err := store.List(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("list /incoming: %w", err)
+			}
+			files := make([]*pipeline.File, 0, len(list))
+			for _, rf := range list {
+				files = append(files, &pipeline.File{Name: rf.Name, Source: rf.Name, Remote: true, Size: rf.Size, ModTime: rf.ModTime})
+			}
+			return files, nil
+		}})
+	if errors.Is(err, pipeline.ErrNoFiles) {
 		return nil, nil
 	}
-	files := make([]*pipeline.File, 0, len(list))
-	for _, rf := range list {
-		files = append(files, &pipeline.File{Name: rf.Name, Source: rf.Name, Remote: true, Size: rf.Size, ModTime: rf.ModTime})
-	}
-	res, err := p.Runner.Run(ctx, pipeline.Request{Tenant: tenant, Trigger: pipeline.TriggerScheduled, Files: files,
-		Store: store, KeyPassphrase: p.KeyPassphrase})
 	if errors.Is(err, pipeline.ErrTenantBusy) {
 		p.Log.Info("tenant busy, taken at the next poll", "tenant", tenant)
 		return nil, nil
@@ -124,7 +130,11 @@ func (p *Poller) PollAll(ctx context.Context) error {
 // runs finish before Run returns.
 func (p *Poller) Run(ctx context.Context) error {
 	p.init()
-	s, err := gocron.NewScheduler()
+	var opts []gocron.SchedulerOption
+	if p.Elector != nil {
+		opts = append(opts, gocron.WithDistributedElector(p.Elector))
+	}
+	s, err := gocron.NewScheduler(opts...)
 	if err != nil {
 		return fmt.Errorf("scheduler: %w", err)
 	}

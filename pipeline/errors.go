@@ -23,6 +23,9 @@ var (
 	ErrUnknownTenant = errors.New("unknown tenant")
 	ErrTenantBusy    = errors.New("another run of this tenant is in progress")
 	ErrBadSpec       = errors.New("invalid pipeline spec")
+	// ErrNoFiles: a run asked to discover its files found none, and was
+	// not recorded.
+	ErrNoFiles = errors.New("no files to process")
 )
 
 // Rejection rejects a whole file for a data reason, with a stable issue code.

@@ -53,8 +53,11 @@ type Request struct {
 	Trigger     string
 	LogicalDate time.Time // zero: today in the tenant's time zone
 	Files       []*File   // inputs: local paths, or names in Store's /incoming
-	Store       Store
-	DryRun      bool
+	// Discover, when set, finds the inputs once the tenant lock is held, so
+	// two replicas never both act on one listing. No files: ErrNoFiles.
+	Discover func(ctx context.Context) ([]*File, error)
+	Store    Store
+	DryRun   bool
 	// AllowMassDeactivation: see Run.
 	AllowMassDeactivation bool
 	Overrides             map[string]Options
@@ -102,6 +105,16 @@ func (rn *Runner) Run(ctx context.Context, req Request) (*Result, error) {
 		if err := FailStaleRuns(ctx, rn.DB, tenant.ID); err != nil {
 			return nil, err
 		}
+	}
+	if req.Discover != nil {
+		files, err := req.Discover(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if len(files) == 0 {
+			return nil, ErrNoFiles
+		}
+		req.Files = files
 	}
 
 	var ledger Ledger = PGLedger{DB: rn.DB}
