@@ -36,6 +36,9 @@ type Poller struct {
 	// scheduled polls (uploads kicked to this replica are still taken: the
 	// tenant lock and upload claims keep that safe).
 	Elector gocron.Elector
+	// Grace is how long in-flight runs may finish after shutdown begins
+	// (SIGTERM) before they are cancelled and roll back; default 30s.
+	Grace time.Duration
 
 	kick chan string
 	once sync.Once
@@ -130,7 +133,17 @@ func (p *Poller) PollAll(ctx context.Context) error {
 // runs finish before Run returns.
 func (p *Poller) Run(ctx context.Context) error {
 	p.init()
-	var opts []gocron.SchedulerOption
+	// Runs get a context that outlives the shutdown signal by Grace: a file
+	// being applied finishes, or rolls back and stays in /incoming.
+	grace := p.Grace
+	if grace == 0 {
+		grace = 30 * time.Second
+	}
+	runCtx, cancelRuns := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelRuns()
+	stopAfter := context.AfterFunc(ctx, func() { time.AfterFunc(grace, cancelRuns) })
+	defer stopAfter()
+	opts := []gocron.SchedulerOption{gocron.WithStopTimeout(grace + 5*time.Second)}
 	if p.Elector != nil {
 		opts = append(opts, gocron.WithDistributedElector(p.Elector))
 	}
@@ -140,7 +153,10 @@ func (p *Poller) Run(ctx context.Context) error {
 	}
 	_, err = s.NewJob(gocron.DurationJob(p.Interval),
 		gocron.NewTask(func() {
-			if err := p.PollAll(ctx); err != nil && ctx.Err() == nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if err := p.PollAll(runCtx); err != nil && ctx.Err() == nil {
 				p.Log.Error("poll failed", "err", err)
 			}
 		}),
@@ -160,7 +176,7 @@ func (p *Poller) Run(ctx context.Context) error {
 			case <-ctx.Done():
 				return
 			case t := <-p.kick:
-				if _, err := p.PollTenant(ctx, t); err != nil && ctx.Err() == nil {
+				if _, err := p.PollTenant(runCtx, t); err != nil && ctx.Err() == nil {
 					p.Log.Error("poll failed", "tenant", t, "err", err)
 				}
 			}

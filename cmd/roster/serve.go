@@ -123,9 +123,19 @@ func cmdServe(ctx context.Context, a *app, args []string) error {
 		return fmt.Errorf("start the SFTP server: %w", err)
 	}
 	poller.StoreFor = a.localStores(srv)
+	poller.Elector = &jobs.Elector{DB: db}
 	for _, t := range tenants {
 		if err := srv.EnsureHome(t.ID); err != nil {
 			return fmt.Errorf("create the SFTP home of %s: %w", t.ID, err)
+		}
+		// Runs a dead process left "running" are failed now, with a reason,
+		// rather than at the tenant's next upload.
+		if unlock, err := pipeline.LockTenant(ctx, db, t.ID); err == nil {
+			err = pipeline.FailStaleRuns(ctx, db, t.ID)
+			unlock()
+			if err != nil {
+				return err
+			}
 		}
 	}
 	ln, err := net.Listen("tcp", *listen)
