@@ -80,8 +80,14 @@ type applier struct {
 }
 
 func (a *applier) exec(ctx context.Context, what, q string, args ...any) error {
-	if _, err := a.tx.ExecContext(ctx, q, args...); err != nil {
+	started := time.Now()
+	res, err := a.tx.ExecContext(ctx, q, args...)
+	if err != nil {
 		return fmt.Errorf("apply %s: %w", what, err)
+	}
+	if a.run.Log != nil {
+		n, _ := res.RowsAffected()
+		a.run.Log.Debug("apply step", "file", a.f.Name, "step", what, "rows", n, "ms", time.Since(started).Milliseconds())
 	}
 	return nil
 }
@@ -213,8 +219,7 @@ var historyFields = []struct{ name, old, new, oldShow, newShow string }{
 	{"first_name", "u.first_name", "p.first_name", "", ""},
 	{"last_name", "u.last_name", "p.last_name", "", ""},
 	{"manager_id", "u.manager_id", "p.manager_user_id", "", ""},
-	{"department", "u.department_id", "p.department_id",
-		"(SELECT name FROM departments WHERE id = u.department_id)", "(SELECT name FROM departments WHERE id = p.department_id)"},
+	{"department", "u.department_id", "p.department_id", "od.name", "nd.name"},
 	{"title", "u.title", "p.title", "", ""},
 	{"location", "u.location", "p.location", "", ""},
 	{"start_date", "u.start_date", "p.start_date", "", ""},
@@ -259,7 +264,8 @@ func (a *applier) users(ctx context.Context) error {
 			WHERE d.tenant_id = $1 AND d.name_key = p.department_key`},
 		{"history", `INSERT INTO user_history (tenant_id, run_id, file_id, user_id, action, effective_date, changes)
 			SELECT $1, $2, $3, p.user_id, p.action, p.effective_date, ` + historyChanges() + `
-			FROM plan_users p LEFT JOIN users u ON u.id = p.user_id AND p.action <> 'create'`},
+			FROM plan_users p LEFT JOIN users u ON u.id = p.user_id AND p.action <> 'create'
+			LEFT JOIN departments od ON od.id = u.department_id LEFT JOIN departments nd ON nd.id = p.department_id`},
 		{"creates", `INSERT INTO users (id, tenant_id, employee_id, email, first_name, last_name, manager_id, department_id,
 				title, location, start_date, deactivation_date, custom, active, last_run_id)
 			SELECT p.user_id, $1, p.employee_id, p.email, p.first_name, p.last_name, p.manager_user_id, p.department_id,
