@@ -19,6 +19,11 @@ run: build
 test:
 	@url=$$(scripts/pg.sh start) && DATABASE_URL=$$url $(GO) test -count=1 -timeout 30m ./...
 
+# The long campaigns: 100 crash trials on a 100k-row file.
+test-long:
+	@url=$$(scripts/pg.sh start) && DATABASE_URL=$$url ROSTER_CRASH_TRIALS=100 ROSTER_CRASH_ROWS=100000 \
+		$(GO) test -count=1 -timeout 6h -run TestCrashCampaign -v ./cmd/roster
+
 vet:
 	$(GO) vet ./...
 
