@@ -13,7 +13,7 @@ import (
 
 // ErrHostKey is wrapped by every failure to verify the server's host key.
 // It is never worth a retry.
-var ErrHostKey = errors.New("store: sftp: host key verification failed")
+var ErrHostKey = errors.New("host key verification failed")
 
 // hostKeyCallback builds the mandatory host key check from cfg, and the host
 // key algorithms to ask for (those known_hosts has for addr, so that a

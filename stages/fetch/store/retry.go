@@ -16,7 +16,7 @@ import (
 
 // ErrConnection is wrapped by SFTP errors caused by a broken connection;
 // the next call reconnects.
-var ErrConnection = errors.New("store: sftp: connection lost")
+var ErrConnection = errors.New("connection broken; the next call reconnects")
 
 // isConnError reports whether err comes from the connection rather than
 // from the server's answer.

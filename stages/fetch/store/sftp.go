@@ -150,13 +150,17 @@ var _ pipeline.Store = (*SFTP)(nil)
 
 // conn is one SSH connection with its SFTP session.
 type conn struct {
-	ssh  *ssh.Client
-	sftp *sftp.Client
-	dead chan struct{} // closed once the SSH connection is gone
+	ssh      *ssh.Client
+	sftp     *sftp.Client
+	dead     chan struct{} // closed once the connection is known broken
+	deadOnce sync.Once
 }
 
-// kill closes the connection; dead closes soon after.
+func (c *conn) markDead() { c.deadOnce.Do(func() { close(c.dead) }) }
+
+// kill marks the connection dead and closes it.
 func (c *conn) kill() {
+	c.markDead()
 	c.sftp.Close()
 	c.ssh.Close()
 }
@@ -355,7 +359,7 @@ func (s *SFTP) dial(ctx context.Context) (*conn, error) {
 	nc.SetDeadline(time.Time{})
 	go func() {
 		c.ssh.Wait()
-		close(c.dead)
+		c.markDead()
 	}()
 	go c.keepalive(s.cfg.Timeout)
 	return c, nil
@@ -418,7 +422,9 @@ func (c *conn) keepalive(timeout time.Duration) {
 func (s *SFTP) fail(c *conn, err error) error {
 	if c.isDead() || isConnError(err) {
 		c.kill()
-		return fmt.Errorf("%w (%w)", err, ErrConnection)
+		if !errors.Is(err, ErrConnection) {
+			err = fmt.Errorf("%w (%w)", err, ErrConnection)
+		}
 	}
 	return err
 }

@@ -1,0 +1,7 @@
+//go:build !unix
+
+package store
+
+import "testing"
+
+func mkfifo(testing.TB, string) {}
