@@ -34,7 +34,9 @@ func (a *app) openStore(ctx context.Context, tenant, rawURL, key, knownHosts, ho
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to %s: %w", u.Host, err)
 	}
-	return s.Tenant(""), func() { s.Close() }, nil
+	// Network hiccups mid-listing or mid-download are retried with backoff;
+	// the remote file stays where it is until the run moves it.
+	return store.Retry(s, 4, time.Second), func() { s.Close() }, nil
 }
 
 // runJSON is the --json contract of `roster run`.
