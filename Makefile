@@ -24,6 +24,14 @@ test-long:
 	@url=$$(scripts/pg.sh start) && DATABASE_URL=$$url ROSTER_CRASH_TRIALS=100 ROSTER_CRASH_ROWS=100000 \
 		$(GO) test -count=1 -timeout 6h -run TestCrashCampaign -v ./cmd/roster
 
+# Every fuzz target for FUZZTIME each (go test runs one -fuzz target at a time).
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run XXX -fuzz '^FuzzParseNormalizeValidate$$' -fuzztime $(FUZZTIME) ./stages/parse
+	$(GO) test -run XXX -fuzz '^FuzzParseDate$$' -fuzztime $(FUZZTIME) ./schemas
+	$(GO) test -run XXX -fuzz '^FuzzDecrypt$$' -fuzztime $(FUZZTIME) ./stages/decrypt
+	$(GO) test -run XXX -fuzz '^FuzzResolve$$' -fuzztime $(FUZZTIME) ./sftpd
+
 vet:
 	$(GO) vet ./...
 
