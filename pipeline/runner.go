@@ -45,6 +45,7 @@ type Runner struct {
 	StagingDir string
 	Log        *slog.Logger
 	Now        func() time.Time
+	Notify     Notifier // e-mails the technical contact; nil: none
 }
 
 // Request is one run to make.
@@ -125,7 +126,7 @@ func (rn *Runner) Run(ctx context.Context, req Request) (*Result, error) {
 		Tenant: tenant, Trigger: req.Trigger, LogicalDate: req.LogicalDate, DryRun: req.DryRun,
 		AllowMassDeactivation: req.AllowMassDeactivation, DB: rn.DB, Ledger: ledger, Store: req.Store,
 		StagingDir: rn.StagingDir, Mem: memory.NewGoAllocator(), BeforeUsers: req.BeforeUsers,
-		KeyPassphrase: req.KeyPassphrase,
+		KeyPassphrase: req.KeyPassphrase, Notify: rn.Notify,
 	}
 	if run.Trigger == "" {
 		run.Trigger = TriggerManual

@@ -148,6 +148,12 @@ func (r *Registry) Docs() string {
 	return b.String()
 }
 
+// Notifier reports a file's problems to the tenant's technical contact.
+// FileReport's error is for logging only: a failed notice never fails a run.
+type Notifier interface {
+	FileReport(ctx context.Context, t *Tenant, f *File, runID int64) error
+}
+
 // Run is what every stage of one run may use.
 type Run struct {
 	ID          int64
@@ -167,6 +173,9 @@ type Run struct {
 	KeyPassphrase []byte
 	Mem           memory.Allocator
 	Log           *slog.Logger
+	// Notify tells the tenant's technical contact about a file with
+	// problems (the report stage calls it); nil sends nothing.
+	Notify Notifier
 	// BeforeUsers, when set, runs inside a user file's apply transaction
 	// between departments and users. Tests inject failures with it.
 	BeforeUsers func(ctx context.Context, tx *sqlx.Tx) error

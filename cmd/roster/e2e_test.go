@@ -5,7 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"mime"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +21,7 @@ import (
 	"github.com/roster-hr/roster/fixtures"
 	"github.com/roster-hr/roster/pipeline/pgtest"
 	"github.com/roster-hr/roster/stages/fetch/store/sshdtest"
+	"github.com/roster-hr/roster/stages/report/email/smtptest"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -114,6 +118,17 @@ func (c *cli) count(q string, args ...any) int {
 	return n
 }
 
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
 // waitFor polls cond for at most d.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
@@ -160,12 +175,15 @@ func TestServeTakesGnuPGFileUploadedWithOpenSSH(t *testing.T) {
 	bad[len(bad)/2] ^= 0x01
 	os.WriteFile(filepath.Join(work, "tampered.csv.gpg"), bad, 0o644) //nolint:errcheck
 
-	addr := freeAddr(t)
+	addr, httpAddr := freeAddr(t), freeAddr(t)
+	mail := smtptest.Start(t)
+	c.must("tenant", "add", "acme", "--contact", "it@acme.example")
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan int)
 	var out, errs syncBuf
 	go func() {
-		done <- run(ctx, []string{"--db", c.url, "--data-dir", c.dataDir, "serve", "--sftp-listen", addr, "--poll-interval", "2s"}, &out, &errs)
+		done <- run(ctx, []string{"--db", c.url, "--data-dir", c.dataDir, "serve", "--sftp-listen", addr, "--poll-interval", "2s",
+			"--http-listen", httpAddr, "--smtp-addr", mail.Addr, "--smtp-from", "roster@test.example"}, &out, &errs)
 	}()
 	t.Cleanup(func() {
 		stop()
@@ -224,6 +242,27 @@ func TestServeTakesGnuPGFileUploadedWithOpenSSH(t *testing.T) {
 	rep, _ := os.ReadFile(filepath.Join(work, "report.csv"))
 	if !strings.Contains(string(rep), "decrypt_failed") || !strings.Contains(string(rep), tenants[0].PGPKeyID) {
 		t.Fatalf("report does not say decrypt_failed with the expected key id:\n%s", rep)
+	}
+	// The technical contact hears of it, and the operator sees it.
+	msgs := mail.Messages(t, 1)
+	if to := msgs[0].RcptTos; len(to) != 1 || to[0] != "it@acme.example" {
+		t.Fatalf("e-mail to %v", to)
+	}
+	subj, _ := new(mime.WordDecoder).DecodeHeader(msgs[0].Msg.Header.Get("Subject"))
+	if !strings.Contains(subj, "tampered.csv.gpg") || !strings.Contains(subj, "decrypt_failed") {
+		t.Fatalf("e-mail subject %q", subj)
+	}
+	metrics := httpGet(t, "http://"+httpAddr+"/metrics")
+	for _, want := range []string{`roster_runs_total{status="failed",tenant="acme"} 1`, `roster_runs_total{status="succeeded",tenant="acme"} 1`, "go_goroutines"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if page := httpGet(t, "http://"+httpAddr+"/"); !strings.Contains(page, "acme") {
+		t.Error("the status page does not show the tenant")
+	}
+	if h := httpGet(t, "http://"+httpAddr+"/healthz"); !strings.Contains(h, "ok") {
+		t.Errorf("/healthz: %s", h)
 	}
 	if strings.Contains(errs.String(), "test-only-passphrase") || strings.Contains(out.String(), "test-only-passphrase") {
 		t.Fatal("the key passphrase appears in the output")

@@ -98,6 +98,7 @@ func cmdRun(ctx context.Context, a *app, args []string) error {
 	storeKey := fs.String("store-key", "", "private key file for --store")
 	knownHosts := fs.String("known-hosts", "", "known_hosts file that verifies --store's host key")
 	hostKey := fs.String("host-key", "", "pinned SHA256:… fingerprint of --store's host key (instead of --known-hosts)")
+	smtp := smtpFlags(fs)
 	stableAfter := fs.Duration("stable-after", 5*time.Second, "on --store, a file without a .done marker is taken once its size and mtime held this long (rclone users know this as the settle time); markers skip the wait")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -138,6 +139,7 @@ func cmdRun(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
+	rn.Notify = smtp.mailer(a)
 	req := pipeline.Request{Tenant: *tenant, Trigger: pipeline.TriggerManual, LogicalDate: logical,
 		Files: inputs, DryRun: *dry, AllowMassDeactivation: *allowMass, KeyPassphrase: []byte(os.Getenv("ROSTER_KEY_PASSPHRASE"))}
 	if len(files) == 0 {

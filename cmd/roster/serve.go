@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,10 +15,12 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	"github.com/roster-hr/roster/jobs"
+	"github.com/roster-hr/roster/jobs/status"
 	"github.com/roster-hr/roster/pipeline"
 	"github.com/roster-hr/roster/sftpd"
 	"github.com/roster-hr/roster/stages"
 	"github.com/roster-hr/roster/stages/fetch/store"
+	"github.com/roster-hr/roster/stages/report/email"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -92,6 +96,9 @@ func cmdServe(ctx context.Context, a *app, args []string) error {
 	interval := fs.Duration("poll-interval", time.Minute, "how often every tenant's /incoming is polled (an upload to the embedded server is taken at once)")
 	maxUpload := fs.Int64("max-upload-bytes", 1<<30, "largest upload the SFTP server accepts, enforced while writing")
 	idle := fs.Duration("idle-timeout", 10*time.Minute, "close SFTP sessions idle this long")
+	httpListen := fs.String("http-listen", "", "serve the status page, /healthz and /metrics here (e.g. 127.0.0.1:8080); empty: off")
+	grace := fs.Duration("grace", 30*time.Second, "on SIGTERM, how long runs in flight may finish before they roll back")
+	smtp := smtpFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -113,7 +120,8 @@ func cmdServe(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	poller := &jobs.Poller{Runner: rn, Interval: *interval, KeyPassphrase: []byte(os.Getenv("ROSTER_KEY_PASSPHRASE")), Log: a.log,
+	rn.Notify = smtp.mailer(a)
+	poller := &jobs.Poller{Runner: rn, Interval: *interval, Grace: *grace, KeyPassphrase: []byte(os.Getenv("ROSTER_KEY_PASSPHRASE")), Log: a.log,
 		OnResult: func(r *pipeline.Result) { printRun(a, r) }}
 	srv, err := sftpd.New(a.sftpRoot(), tenantAuth{db},
 		sftpd.WithHostKeyFile(filepath.Join(a.dataDir, "ssh_host_ed25519_key")),
@@ -144,17 +152,92 @@ func cmdServe(ctx context.Context, a *app, args []string) error {
 	}
 	fmt.Fprintf(a.stdout, "roster serve: SFTP on %s, host key %s\n", ln.Addr(), srv.HostKeyFingerprint())
 	fmt.Fprintf(a.stdout, "polling %d tenant(s) every %s; Ctrl-C to stop\n", len(tenants), *interval)
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- srv.Serve(ctx, ln) }()
 	go func() { errc <- poller.Run(ctx) }()
+	waiting := 2
+	if *httpListen != "" {
+		hl, err := net.Listen("tcp", *httpListen)
+		if err != nil {
+			return usagef("serve: listen on %s: %v", *httpListen, err)
+		}
+		fmt.Fprintf(a.stdout, "status page on http://%s/\n", hl.Addr())
+		hs := &http.Server{Handler: status.Handler(db, status.WithLogger(a.log), status.WithWaiting(waitingFiles(poller)),
+			status.WithCheck("sftp", func(context.Context) error { return checkListener(ln.Addr().String()) })),
+			ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			hs.Shutdown(sctx) //nolint:errcheck // best effort on the way out
+		}()
+		go func() {
+			if err := hs.Serve(hl); !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+				return
+			}
+			errc <- nil
+		}()
+		waiting++
+	}
 	var first error
-	for i := 0; i < 2; i++ {
+	for i := 0; i < waiting; i++ {
 		if err := <-errc; err != nil && first == nil {
 			first = err
 		}
 	}
 	a.log.Info("stopped")
 	return first
+}
+
+// waitingFiles counts each tenant's complete uploads not yet taken.
+func waitingFiles(p *jobs.Poller) func(ctx context.Context) (map[string]int, error) {
+	return func(ctx context.Context) (map[string]int, error) {
+		ts, err := pipeline.Tenants{DB: p.Runner.DB}.List(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out := map[string]int{}
+		for _, t := range ts {
+			st, err := p.StoreFor(ctx, t.ID)
+			if err != nil {
+				return nil, err
+			}
+			list, err := st.List(ctx)
+			if err != nil {
+				return nil, err
+			}
+			out[t.ID] = len(list)
+		}
+		return out, nil
+	}
+}
+
+// checkListener is the SFTP health check: the server accepts connections.
+func checkListener(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+// smtpConfig is the e-mail flags shared by serve and run.
+type smtpConfig struct{ addr, from, user *string }
+
+func smtpFlags(fs *flag.FlagSet) smtpConfig {
+	return smtpConfig{
+		addr: fs.String("smtp-addr", "", "SMTP server host:port for e-mails to tenants' technical contacts; empty: no e-mail"),
+		from: fs.String("smtp-from", "roster@localhost", "sender address of those e-mails"),
+		user: fs.String("smtp-user", "", "SMTP login (password from $ROSTER_SMTP_PASSWORD; sent only over TLS or to localhost)"),
+	}
+}
+
+func (c smtpConfig) mailer(a *app) pipeline.Notifier {
+	if *c.addr == "" {
+		return nil
+	}
+	return &email.Mailer{Addr: *c.addr, From: *c.from, Username: *c.user, Password: os.Getenv("ROSTER_SMTP_PASSWORD"), Log: a.log}
 }
 
 // checkPassphrase refuses to start when a tenant has a PGP key but the

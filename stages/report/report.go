@@ -41,6 +41,12 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 		if err := run.Store.PutReport(ctx, Name(f.Name), CSV(f)); err != nil {
 			return pipeline.Stats{}, fmt.Errorf("report: upload: %w", err)
 		}
+		// The e-mail points at the report, so it goes once the report exists.
+		if run.Notify != nil {
+			if err := run.Notify.FileReport(ctx, run.Tenant, f, run.ID); err != nil && run.Log != nil {
+				run.Log.Warn("report e-mail not sent", "file", f.Name, "err", err)
+			}
+		}
 	}
 	ok := f.Status == pipeline.StatusApplied || f.Status == pipeline.StatusDuplicate
 	if err := run.Store.Finish(ctx, f.Source, ok); err != nil {

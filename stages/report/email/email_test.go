@@ -1,7 +1,6 @@
 package email_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -11,7 +10,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -24,9 +22,7 @@ import (
 	"net"
 	"net/mail"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -36,184 +32,8 @@ import (
 	"github.com/roster-hr/roster/schemas"
 	"github.com/roster-hr/roster/stages/report"
 	"github.com/roster-hr/roster/stages/report/email"
+	"github.com/roster-hr/roster/stages/report/email/smtptest"
 )
-
-// smtpd is a real SMTP server (aiosmtpd) that writes each accepted message,
-// with its envelope, to a JSON file in a directory.
-const smtpd = `
-import base64, json, os, ssl, sys, time
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
-
-host, port, outdir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-user, pw = os.environ.get("SMTP_USER", ""), os.environ.get("SMTP_PASS", "")
-cert, key = os.environ.get("SMTP_CERT", ""), os.environ.get("SMTP_KEY", "")
-
-class Handler:
-    n = 0
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if address.startswith("reject"):
-            return "550 5.1.1 no such mailbox"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-    async def handle_DATA(self, server, session, envelope):
-        Handler.n += 1
-        login = session.auth_data
-        rec = {"mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos,
-               "login": login if isinstance(login, str) else "",
-               "tls": session.ssl is not None,
-               "data": base64.b64encode(envelope.original_content or envelope.content).decode()}
-        tmp = os.path.join(outdir, ".%d.tmp" % Handler.n)
-        with open(tmp, "w") as f:
-            json.dump(rec, f)
-        os.rename(tmp, os.path.join(outdir, "%04d.json" % Handler.n))
-        return "250 Message accepted for delivery"
-
-def authenticate(server, session, envelope, mechanism, data):
-    ok = isinstance(data, LoginPassword) and data.login.decode() == user and data.password.decode() == pw
-    return AuthResult(success=ok, auth_data=data.login.decode() if ok else None)
-
-kw = {}
-if user:
-    kw.update(authenticator=authenticate, auth_required=True, auth_require_tls=bool(cert))
-if cert:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(cert, key)
-    kw.update(tls_context=ctx, require_starttls=True)
-c = Controller(Handler(), hostname=host, port=port, **kw)
-c.start()
-print("READY", flush=True)
-while True:
-    time.sleep(3600)
-`
-
-// python returns a Python that has aiosmtpd: Debian's (python3-aiosmtpd)
-// first, whatever python3 is on PATH otherwise.
-func python(t *testing.T) string {
-	t.Helper()
-	for _, py := range []string{"/usr/bin/python3", "python3"} {
-		if exec.Command(py, "-c", "import aiosmtpd").Run() == nil {
-			return py
-		}
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("python3 with aiosmtpd is required (apt-get install python3-aiosmtpd)")
-	}
-	t.Skip("python3 with aiosmtpd is not installed (apt-get install python3-aiosmtpd)")
-	return ""
-}
-
-func freePort(t *testing.T, host string) string {
-	t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return net.JoinHostPort(host, fmt.Sprint(l.Addr().(*net.TCPAddr).Port))
-}
-
-type server struct {
-	Addr string
-	dir  string
-}
-
-type received struct {
-	MailFrom string   `json:"mail_from"`
-	RcptTos  []string `json:"rcpt_tos"`
-	Login    string   `json:"login"`
-	TLS      bool     `json:"tls"`
-	Data     string   `json:"data"`
-	msg      *mail.Message
-	raw      []byte
-}
-
-// startSMTP starts aiosmtpd on a free loopback port; env sets SMTP_USER,
-// SMTP_PASS (require AUTH), SMTP_CERT and SMTP_KEY (offer and require
-// STARTTLS).
-func startSMTP(t *testing.T, env ...string) *server {
-	t.Helper()
-	py := python(t)
-	dir := t.TempDir()
-	script := filepath.Join(dir, "smtpd.py")
-	if err := os.WriteFile(script, []byte(smtpd), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(dir, "mail")
-	if err := os.Mkdir(out, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	addr := freePort(t, "127.0.0.1")
-	host, port, _ := net.SplitHostPort(addr)
-	cmd := exec.Command(py, script, host, port, out)
-	cmd.Env = append(os.Environ(), env...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill() //nolint:errcheck // may have exited
-		cmd.Wait()         //nolint:errcheck
-	})
-	ready := make(chan error, 1)
-	go func() {
-		line, err := bufio.NewReader(stdout).ReadString('\n')
-		if err == nil && strings.TrimSpace(line) != "READY" {
-			err = fmt.Errorf("unexpected output %q", line)
-		}
-		ready <- err
-		io.Copy(io.Discard, stdout) //nolint:errcheck
-	}()
-	select {
-	case err := <-ready:
-		if err != nil {
-			t.Fatalf("aiosmtpd did not start: %v\n%s", err, stderr.String())
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatalf("aiosmtpd did not start in time\n%s", stderr.String())
-	}
-	return &server{Addr: addr, dir: out}
-}
-
-// messages waits until n messages arrived and returns them, parsed.
-func (s *server) messages(t *testing.T, n int) []*received {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		names, _ := filepath.Glob(filepath.Join(s.dir, "*.json"))
-		if len(names) >= n || time.Now().After(deadline) {
-			sort.Strings(names)
-			var out []*received
-			for _, name := range names {
-				b, err := os.ReadFile(name)
-				if err != nil {
-					t.Fatal(err)
-				}
-				var r received
-				if err := json.Unmarshal(b, &r); err != nil {
-					t.Fatal(err)
-				}
-				if r.raw, err = base64.StdEncoding.DecodeString(r.Data); err != nil {
-					t.Fatal(err)
-				}
-				if r.msg, err = mail.ReadMessage(bytes.NewReader(r.raw)); err != nil {
-					t.Fatalf("parse message: %v\n%s", err, r.raw)
-				}
-				out = append(out, &r)
-			}
-			if len(out) != n {
-				t.Fatalf("got %d messages, want %d", len(out), n)
-			}
-			return out
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // logBuffer is a concurrency-safe log sink.
 type logBuffer struct {
@@ -336,7 +156,7 @@ func mustRead(t *testing.T, r io.Reader) []byte {
 
 func TestRejectedFile(t *testing.T) {
 	const password = "s3cret-Pa55word"
-	srv := startSMTP(t, "SMTP_USER=roster", "SMTP_PASS="+password)
+	srv := smtptest.Start(t, "SMTP_USER=roster", "SMTP_PASS="+password)
 	var logs logBuffer
 	m := mailer(srv.Addr, &logs)
 	m.Username, m.Password = "roster", password
@@ -346,12 +166,12 @@ func TestRejectedFile(t *testing.T) {
 	if err := m.FileReport(context.Background(), tenant("IT Team <it@acme.example>"), f, 42); err != nil {
 		t.Fatalf("FileReport: %v\nlogs:\n%s", err, logs.String())
 	}
-	r := srv.messages(t, 1)[0]
+	r := srv.Messages(t, 1)[0]
 	if r.MailFrom != "roster@roster.example" || strings.Join(r.RcptTos, ",") != "it@acme.example" || r.Login != "roster" {
 		t.Errorf("envelope: from %q to %q login %q", r.MailFrom, r.RcptTos, r.Login)
 	}
-	h := r.msg.Header
-	if got, want := subject(t, r.msg), "[roster] acme: users.csv rejected — missing_required_column"; got != want {
+	h := r.Msg.Header
+	if got, want := subject(t, r.Msg), "[roster] acme: users.csv rejected — missing_required_column"; got != want {
 		t.Errorf("Subject %q, want %q", got, want)
 	}
 	if !strings.HasPrefix(h.Get("Subject"), "=?utf-8?q?") {
@@ -372,7 +192,7 @@ func TestRejectedFile(t *testing.T) {
 	if h.Get("MIME-Version") != "1.0" {
 		t.Errorf("MIME-Version %q", h.Get("MIME-Version"))
 	}
-	text, name, att := parts(t, r.msg)
+	text, name, att := parts(t, r.Msg)
 	for _, want := range []string{"users.csv", "rejected", "missing_required_column", `the required column "email" is missing`,
 		"Rows:     0", "0 created", "1 error, 1 warning", "/reports/users.csv.report.csv", "unknown_column", "column e-mail"} {
 		if !strings.Contains(text, want) {
@@ -392,21 +212,21 @@ func TestRejectedFile(t *testing.T) {
 }
 
 func TestAppliedWithErrors(t *testing.T) {
-	srv := startSMTP(t)
+	srv := smtptest.Start(t)
 	var logs logBuffer
 	m := mailer(srv.Addr, &logs)
 	f := appliedFile("équipe été.csv", 12)
 	if err := m.FileReport(context.Background(), tenant("it@acme.example, hr@acme.example"), f, 7); err != nil {
 		t.Fatalf("FileReport: %v\n%s", err, logs.String())
 	}
-	r := srv.messages(t, 1)[0]
+	r := srv.Messages(t, 1)[0]
 	if got := strings.Join(r.RcptTos, ","); got != "it@acme.example,hr@acme.example" {
 		t.Errorf("recipients %q", got)
 	}
-	if got, want := subject(t, r.msg), "[roster] acme: équipe été.csv applied with 12 errors"; got != want {
+	if got, want := subject(t, r.Msg), "[roster] acme: équipe été.csv applied with 12 errors"; got != want {
 		t.Errorf("Subject %q, want %q", got, want)
 	}
-	text, name, att := parts(t, r.msg)
+	text, name, att := parts(t, r.Msg)
 	for _, want := range []string{"équipe été.csv", "applied", "Rows:     40",
 		"21 created, 4 updated, 2 deactivated, 1 reactivated, 3 scheduled, 9 unchanged", "12 errors, 1 warning",
 		"row 3, column email: email_invalid (error) — problem number 1 (value \"bad-1\")",
@@ -427,23 +247,23 @@ func TestAppliedWithErrors(t *testing.T) {
 }
 
 func TestHeaderInjection(t *testing.T) {
-	srv := startSMTP(t)
+	srv := smtptest.Start(t)
 	var logs logBuffer
 	m := mailer(srv.Addr, &logs)
 	f := appliedFile("users\r\nBcc: evil@attacker.example\r\nX-Evil: 1\n.csv", 1)
 	if err := m.FileReport(context.Background(), tenant("it@acme.example"), f, 1); err != nil {
 		t.Fatalf("FileReport: %v\n%s", err, logs.String())
 	}
-	r := srv.messages(t, 1)[0]
+	r := srv.Messages(t, 1)[0]
 	if got := strings.Join(r.RcptTos, ","); got != "it@acme.example" {
 		t.Errorf("recipients %q", got)
 	}
 	for _, k := range []string{"Bcc", "X-Evil"} {
-		if v, ok := r.msg.Header[k]; ok {
+		if v, ok := r.Msg.Header[k]; ok {
 			t.Errorf("injected header %s: %q", k, v)
 		}
 	}
-	if got, want := subject(t, r.msg), "[roster] acme: users  Bcc: evil@attacker.example  X-Evil: 1 .csv applied with 1 error"; got != want {
+	if got, want := subject(t, r.Msg), "[roster] acme: users  Bcc: evil@attacker.example  X-Evil: 1 .csv applied with 1 error"; got != want {
 		t.Errorf("Subject %q, want %q", got, want)
 	}
 	// Invalid contact addresses are refused, not sent.
@@ -454,7 +274,7 @@ func TestHeaderInjection(t *testing.T) {
 }
 
 func TestLargeReportIsNotAttached(t *testing.T) {
-	srv := startSMTP(t)
+	srv := smtptest.Start(t)
 	var logs logBuffer
 	m := mailer(srv.Addr, &logs)
 	f := appliedFile("big.csv", 0)
@@ -468,8 +288,8 @@ func TestLargeReportIsNotAttached(t *testing.T) {
 	if err := m.FileReport(context.Background(), tenant("it@acme.example"), f, 1); err != nil {
 		t.Fatalf("FileReport: %v\n%s", err, logs.String())
 	}
-	r := srv.messages(t, 1)[0]
-	text, name, att := parts(t, r.msg)
+	r := srv.Messages(t, 1)[0]
+	text, name, att := parts(t, r.Msg)
 	if name != "" || att != nil {
 		t.Errorf("a %d-byte report was attached", len(att))
 	}
@@ -482,7 +302,7 @@ func TestLargeReportIsNotAttached(t *testing.T) {
 
 func TestNothingToSend(t *testing.T) {
 	// Nothing listens here: any attempt to send would fail.
-	addr := freePort(t, "127.0.0.1")
+	addr := smtptest.FreePort(t, "127.0.0.1")
 	var logs logBuffer
 	m := mailer(addr, &logs)
 	clean := appliedFile("users.csv", 0)
@@ -516,7 +336,7 @@ func TestNothingToSend(t *testing.T) {
 }
 
 func TestServerDown(t *testing.T) {
-	addr := freePort(t, "127.0.0.1") // closed again: connections are refused
+	addr := smtptest.FreePort(t, "127.0.0.1") // closed again: connections are refused
 	var logs logBuffer
 	m := mailer(addr, &logs)
 	m.Username, m.Password = "roster", "hunter2-secret"
@@ -551,7 +371,7 @@ func TestServerDown(t *testing.T) {
 }
 
 func TestPermanentRefusalIsNotRetried(t *testing.T) {
-	srv := startSMTP(t)
+	srv := smtptest.Start(t)
 	var logs logBuffer
 	m := mailer(srv.Addr, &logs)
 	m.Retries, m.Backoff = 3, time.Hour // a retry would hang the test
@@ -572,7 +392,7 @@ func TestSTARTTLS(t *testing.T) {
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	os.WriteFile(certFile, certPEM, 0o600) //nolint:errcheck
 	os.WriteFile(keyFile, keyPEM, 0o600)   //nolint:errcheck
-	srv := startSMTP(t, "SMTP_USER=roster", "SMTP_PASS=pw", "SMTP_CERT="+certFile, "SMTP_KEY="+keyFile)
+	srv := smtptest.Start(t, "SMTP_USER=roster", "SMTP_PASS=pw", "SMTP_CERT="+certFile, "SMTP_KEY="+keyFile)
 	var logs logBuffer
 	m := mailer(srv.Addr, &logs)
 	m.Username, m.Password = "roster", "pw"
@@ -582,7 +402,7 @@ func TestSTARTTLS(t *testing.T) {
 	if err := m.FileReport(context.Background(), tenant("it@acme.example"), rejectedFile("users.csv"), 5); err != nil {
 		t.Fatalf("FileReport: %v\n%s", err, logs.String())
 	}
-	r := srv.messages(t, 1)[0]
+	r := srv.Messages(t, 1)[0]
 	if !r.TLS || r.Login != "roster" {
 		t.Errorf("tls %v login %q", r.TLS, r.Login)
 	}
