@@ -36,6 +36,9 @@ type Poller struct {
 	// scheduled polls (uploads kicked to this replica are still taken: the
 	// tenant lock and upload claims keep that safe).
 	Elector gocron.Elector
+	// Nightly, when set, is checked every minute for tenants' due nightly
+	// work (sweep, export).
+	Nightly *Nightly
 	// Grace is how long in-flight runs may finish after shutdown begins
 	// (SIGTERM) before they are cancelled and roll back; default 30s.
 	Grace time.Duration
@@ -165,6 +168,23 @@ func (p *Poller) Run(ctx context.Context) error {
 		gocron.WithStartAt(gocron.WithStartImmediately()))
 	if err != nil {
 		return fmt.Errorf("scheduler: %w", err)
+	}
+	if p.Nightly != nil {
+		_, err = s.NewJob(gocron.DurationJob(time.Minute),
+			gocron.NewTask(func() {
+				if ctx.Err() != nil {
+					return
+				}
+				if err := p.Nightly.RunDue(runCtx); err != nil && ctx.Err() == nil {
+					p.Log.Error("nightly jobs failed", "err", err)
+				}
+			}),
+			gocron.WithName("nightly"),
+			gocron.WithSingletonMode(gocron.LimitModeReschedule),
+			gocron.WithStartAt(gocron.WithStartImmediately()))
+		if err != nil {
+			return fmt.Errorf("scheduler: %w", err)
+		}
 	}
 	s.Start()
 	var wg sync.WaitGroup

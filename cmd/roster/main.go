@@ -50,6 +50,7 @@ func commands() []command {
 	return []command{
 		{"run", "--tenant ID [--file PATH …] [--dry-run] [--json]", "process files through the pipeline", cmdRun},
 		{"backfill", "--tenant ID --from DATE [--to DATE] [--reprocess missing|failed|all] [--dry-run] [--json]", "replay the files staging kept for a range of logical dates", cmdBackfill},
+		{"sweep", "--tenant ID [--date D] [--dry-run] [--json]", "carry out scheduled deactivations due on or before the date", cmdSweep},
 		{"tenant", "add ID [options] | list [--json]", "manage tenants", cmdTenant},
 		{"users", "--tenant ID [--format csv|json]", "print the tenant's users, deactivated ones included", cmdUsers},
 		{"departments", "--tenant ID [--format csv|json]", "print the tenant's departments", cmdDepartments},

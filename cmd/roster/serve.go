@@ -132,6 +132,7 @@ func cmdServe(ctx context.Context, a *app, args []string) error {
 	}
 	poller.StoreFor = a.localStores(srv)
 	poller.Elector = &jobs.Elector{DB: db}
+	poller.Nightly = &jobs.Nightly{DB: db, Log: a.log}
 	for _, t := range tenants {
 		if err := srv.EnsureHome(t.ID); err != nil {
 			return fmt.Errorf("create the SFTP home of %s: %w", t.ID, err)
