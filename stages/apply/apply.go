@@ -169,10 +169,13 @@ func (a *applier) departments(ctx context.Context) error {
 	if err := a.load(ctx, "plan_departments", schemas.PlanDepartments(), a.f.Plan.Departments); err != nil {
 		return err
 	}
+	// Parents are compared by key (name_key with parent_key): comparing the
+	// parent's display name with the key recorded a parent change in the
+	// history of every department whose parent name has a capital letter.
 	steps := []struct{ what, q string }{
 		{"department history", `INSERT INTO department_history (tenant_id, run_id, department_id, action, effective_date, changes)
 			SELECT $1, $2, d.id, p.action, $3, jsonb_strip_nulls(jsonb_build_object(
-				'parent', CASE WHEN p.set_parent AND par.name IS DISTINCT FROM p.parent_key THEN jsonb_build_object('old', par.name_key, 'new', p.parent_key) END,
+				'parent', CASE WHEN p.set_parent AND par.name_key IS DISTINCT FROM p.parent_key THEN jsonb_build_object('old', par.name_key, 'new', p.parent_key) END,
 				'active', CASE WHEN d.active <> p.active THEN jsonb_build_object('old', d.active, 'new', p.active) END))
 			FROM plan_departments p JOIN departments d ON d.tenant_id = $1 AND d.name_key = p.name_key
 			LEFT JOIN departments par ON par.id = d.parent_id

@@ -3,6 +3,7 @@ package diff
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 
 	"github.com/jmoiron/sqlx"
@@ -68,7 +69,7 @@ func loadUsers(ctx context.Context, db *sqlx.DB, tenant string) (*users, error) 
 		u.hasStart = append(u.hasStart, sd.Valid)
 		u.deact = append(u.deact, dd.Int32)
 		u.hasDeact = append(u.hasDeact, dd.Valid)
-		u.custom = append(u.custom, cust)
+		u.custom = append(u.custom, canonicalJSON(cust))
 		u.active = append(u.active, active)
 		u.byID[id] = i
 		if eid.Valid {
@@ -81,6 +82,22 @@ func loadUsers(ctx context.Context, db *sqlx.DB, tenant string) (*users, error) 
 		}
 	}
 	return u, rows.Err()
+}
+
+// canonicalJSON re-encodes a stored custom object the way mergeCustom
+// encodes a row's (sorted keys, no spaces). PostgreSQL prints jsonb as
+// {"a": "b"}, so comparing its text with the row's {"a":"b"} made every row
+// with custom columns an update even when nothing changed.
+func canonicalJSON(s string) string {
+	var m map[string]any
+	if err := json.Unmarshal([]byte(s), &m); err != nil || m == nil {
+		return s
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return s
+	}
+	return string(b)
 }
 
 // departments is a tenant's department snapshot.

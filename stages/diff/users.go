@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 
@@ -93,10 +94,16 @@ func (d *userDiff) identify() {
 		if other, dup := d.claimed[t]; dup {
 			o := &d.rows[other]
 			msg := fmt.Sprintf("rows %d and %d both refer to the user %s; roster cannot know which one is right, so neither was applied", o.src, r.src, d.snap.email[t])
+			// Each row is reported once: rows that validate already
+			// rejected (typically as duplicate_employee_id or
+			// duplicate_email, which is how two rows usually reach the same
+			// user) are not reported a second time for the same clash.
 			if !o.rejected {
 				d.reject(o, schemas.ColEmail, schemas.CodeDuplicateEmail, msg, o.val[fEmail])
 			}
-			d.reject(r, schemas.ColEmail, schemas.CodeDuplicateEmail, msg, email)
+			if !r.rejected {
+				d.reject(r, schemas.ColEmail, schemas.CodeDuplicateEmail, msg, email)
+			}
 			continue
 		}
 		d.claimed[t] = i
@@ -110,6 +117,18 @@ func (d *userDiff) decide(r *inRow) {
 	if r.target >= 0 {
 		old = d.snap.state(r.target)
 	} else {
+		// A new user needs every required field. A JSON object may leave
+		// a key out (an absent column: the field is left as it is), which
+		// validate cannot refuse without the snapshot; a user who does not
+		// exist yet has nothing to leave, so the row is rejected as if the
+		// cell were empty (without this, users were created with an empty
+		// e-mail, and a second one failed the apply).
+		for _, c := range schemas.Users().Columns {
+			if fi := slices.Index(fieldCol[:], c.Name); c.Required && fi >= 0 && !r.sets(fi) {
+				d.reject(r, c.Name, c.RequiredCode, fmt.Sprintf("%s is required for a new user; the row has no %s, so it was not applied", c.Name, c.Name), "")
+				return
+			}
+		}
 		old = state{mgrRow: -1, custom: "{}"}
 	}
 	fin := old

@@ -91,7 +91,9 @@ func eachObject(ctx context.Context, path string, fn func(row int, obj map[strin
 	}
 	defer in.Close()
 	text, _ := openText(in)
-	dec := json.NewDecoder(bufio.NewReaderSize(text, 1<<20))
+	br := bufio.NewReaderSize(text, 1<<20)
+	b.rest = br
+	dec := json.NewDecoder(br)
 	fail := func(err error) error {
 		var enc *errEncoding
 		if errors.As(err, &enc) {
@@ -101,12 +103,12 @@ func eachObject(ctx context.Context, path string, fn func(row int, obj map[strin
 		var se *json.SyntaxError
 		if errors.As(err, &se) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 			b.found.set(catMalformed, fmt.Sprintf("the JSON is not valid near byte %d: %v; the rest cannot be read reliably", dec.InputOffset(), err))
-			return nil
+			return b.checkRest()
 		}
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
 			b.found.set(catMalformed, fmt.Sprintf("the JSON has a %s where an object was expected, near byte %d", te.Value, dec.InputOffset()))
-			return nil
+			return b.checkRest()
 		}
 		return fmt.Errorf("parse json: %w", err)
 	}
@@ -116,7 +118,7 @@ func eachObject(ctx context.Context, path string, fn func(row int, obj map[strin
 	}
 	if d, ok := tok.(json.Delim); !ok || d != '[' {
 		b.found.set(catMalformed, "a JSON file must be an array of objects ([{…}, {…}])")
-		return nil
+		return b.checkRest()
 	}
 	row := 0
 	for dec.More() {

@@ -82,7 +82,7 @@ func (fs *findings) first() error {
 	return nil
 }
 
-func (s stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (pipeline.Stats, error) {
+func (s stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (_ pipeline.Stats, perr error) {
 	path := f.Plain
 	if path == "" {
 		path = f.Staged
@@ -109,6 +109,16 @@ func (s stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File)
 	if err != nil {
 		return pipeline.Stats{}, err
 	}
+	// A rejected file reports only its first file-level failure
+	// (FILE_RULES.md "only the first failure is reported"): the row issues
+	// and warnings found while reading (unknown_column, malformed_row) are
+	// dropped with the file, since none of its rows is applied.
+	issuesBefore, rejectedBefore := f.Issues, f.Rejected
+	defer func() {
+		if perr != nil {
+			f.Issues, f.Rejected = issuesBefore, rejectedBefore
+		}
+	}()
 	b := &builder{stage: s, run: run, f: f, mem: run.Mem}
 	if b.mem == nil {
 		b.mem = memory.NewGoAllocator()
@@ -181,6 +191,8 @@ type builder struct {
 	inBatch    int
 	semicolons bool
 	warned     []pipeline.Issue
+	// rest is the text the reader reads from, for checkRest.
+	rest io.Reader
 }
 
 func (b *builder) reset() {
@@ -315,7 +327,9 @@ func (b *builder) rejectRow(row int, code, msg, value string) {
 }
 
 func (b *builder) readCSV(ctx context.Context, text io.Reader, comma rune) error {
-	r := csv.NewReader(bufio.NewReaderSize(text, 1<<20))
+	br := bufio.NewReaderSize(text, 1<<20)
+	b.rest = br
+	r := csv.NewReader(br)
 	r.Comma = comma
 	r.FieldsPerRecord = -1
 	r.ReuseRecord = true
@@ -448,6 +462,26 @@ func (b *builder) csvError(err error, row int) error {
 			what = "has a quote (\") inside a value that is not itself in quotes; put the value in quotes and double the inner quote (\"\")"
 		}
 		b.found.set(catMalformed, fmt.Sprintf("the file %s at line %d, column %d; the rest cannot be read reliably. Export the file again as CSV", what, pe.StartLine, pe.Column))
+		return b.checkRest()
+	}
+	return fmt.Errorf("parse: %w", err)
+}
+
+// checkRest reads what the reader left of the file through the UTF-8
+// check. A CSV or JSON reader stops at the first damage, but bad encoding
+// outranks damage (FILE_RULES.md checks encoding first) wherever it is: a
+// stray quote on line 2 must not hide Latin-1 bytes on line 5000.
+func (b *builder) checkRest() error {
+	if b.rest == nil {
+		return nil
+	}
+	_, err := io.Copy(io.Discard, b.rest)
+	var enc *errEncoding
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &enc):
+		b.found.set(catEncoding, "the file "+enc.Error())
 		return nil
 	}
 	return fmt.Errorf("parse: %w", err)

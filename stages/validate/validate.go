@@ -66,12 +66,21 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 			}
 			for i := 0; i < str.Len(); i++ {
 				pos := base + i
-				if str.IsNull(i) || f.Rejected.Has(pos) && c.Required {
+				if str.IsNull(i) {
 					continue
 				}
+				// A row already rejected reports one reason: its required
+				// fields are not checked again. They still count for the
+				// duplicate checks below, so that whether two rows clash
+				// does not depend on the order of the columns (a row
+				// rejected for first_name still holds its email).
+				quiet := f.Rejected.Has(pos) && c.Required
 				row := int(rows.Value(i))
 				v := str.Value(i)
 				issue := func(code, msg string) {
+					if quiet {
+						return
+					}
 					f.Issues.Add(pipeline.Issue{Row: row, Column: c.Name, Code: code, Severity: pipeline.SeverityError, Message: msg, Value: clip(v)})
 					if c.Required {
 						f.Rejected.Add(pos)
