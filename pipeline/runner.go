@@ -183,6 +183,11 @@ func (rn *Runner) Run(ctx context.Context, req Request) (*Result, error) {
 		if kindRank(x.Kind) != kindRank(y.Kind) {
 			return kindRank(x.Kind) < kindRank(y.Kind)
 		}
+		// Local files (--file) keep the order they were given in; uploads
+		// go by upload time, then name.
+		if !x.Remote && !y.Remote {
+			return x.Order < y.Order
+		}
 		if !x.ModTime.Equal(y.ModTime) {
 			return x.ModTime.Before(y.ModTime)
 		}
@@ -201,6 +206,11 @@ func (rn *Runner) Run(ctx context.Context, req Request) (*Result, error) {
 			f.Status = StatusFailed
 			f.Err = fmt.Errorf("not processed: %s failed before it; it stays in /incoming for the next run", broken.Name)
 		}
+		// The same content twice in one run: the second is a duplicate of
+		// the first once that one applied cleanly.
+		if a, ok := last[string(f.Kind)]; ok && f.Status == StatusProcessing && a.Clean && a.SHA256 == f.SHA256 {
+			markDuplicate(f, string(f.Kind))
+		}
 		for _, st := range stages[split:] {
 			if st.Spec.Scope == PerRun {
 				continue
@@ -214,6 +224,9 @@ func (rn *Runner) Run(ctx context.Context, req Request) (*Result, error) {
 		}
 		if f.Status == StatusFailed && broken == nil {
 			broken = f
+		}
+		if f.Status == StatusApplied {
+			last[string(f.Kind)] = AppliedFile{SHA256: f.SHA256, Clean: f.Issues.Errors == 0}
 		}
 		f.ReleaseBatches()
 	}
@@ -303,14 +316,18 @@ func (rn *Runner) fileStage(ctx context.Context, run *Run, st Configured, f *Fil
 	if f.SHA256 != "" && f.Status == StatusProcessing && f.Kind == "" {
 		for kind, a := range last {
 			if a.SHA256 == f.SHA256 && a.Clean {
-				f.Status = StatusDuplicate
-				f.Kind = schemas.Kind(kind)
-				f.Issues.Add(Issue{Code: schemas.CodeDuplicateFile, Severity: SeverityInfo,
-					Message: "this file is identical to the last " + kind + " file applied without errors; nothing would change, so it was not applied again"})
+				markDuplicate(f, kind)
 			}
 		}
 	}
 	return nil
+}
+
+func markDuplicate(f *File, kind string) {
+	f.Status = StatusDuplicate
+	f.Kind = schemas.Kind(kind)
+	f.Issues.Add(Issue{Code: schemas.CodeDuplicateFile, Severity: SeverityInfo,
+		Message: "this file is identical to the last " + kind + " file applied without errors; nothing would change, so it was not applied again"})
 }
 
 // settle records a file's outcome unless apply already did so inside its

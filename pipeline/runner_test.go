@@ -300,3 +300,28 @@ func TestTenantLockIsExclusive(t *testing.T) {
 		t.Fatalf("run after unlock: %v", err)
 	}
 }
+
+// TestLocalFilesApplyInTheOrderGiven: with several --file arguments, files
+// of one kind apply in the order given, whatever their modification times;
+// department files still come first.
+func TestLocalFilesApplyInTheOrderGiven(t *testing.T) {
+	e := newEnv(t)
+	second := e.write("b.csv", []byte("employee_id,email,first_name,last_name,title\n1,ada@example.com,Ada,Lovelace,Second\n"))
+	first := e.write("a.csv", []byte("employee_id,email,first_name,last_name,title\n1,ada@example.com,Ada,Lovelace,First\n"))
+	old := time.Now().Add(-time.Hour)
+	os.Chtimes(second, old, old) //nolint:errcheck // b.csv is older, but given last
+	depts := e.write("d.csv", []byte("name\nEngineering\n"))
+	res := e.run(pipeline.Request{}, first, second, depts)
+	var order []string
+	for _, f := range res.Files {
+		order = append(order, f.Name)
+	}
+	if strings.Join(order, ",") != "d.csv,a.csv,b.csv" {
+		t.Fatalf("apply order %v, want d.csv,a.csv,b.csv", order)
+	}
+	var title string
+	e.db.Get(&title, `SELECT title FROM users`) //nolint:errcheck
+	if title != "Second" {
+		t.Fatalf("title %q: the files were not applied in the order given", title)
+	}
+}
