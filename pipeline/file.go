@@ -32,6 +32,24 @@ type Counts struct {
 	Unchanged   int `json:"unchanged"`
 }
 
+// Count adds one row's action (schemas.Act…; "" is unchanged).
+func (c *Counts) Count(action string) {
+	switch action {
+	case schemas.ActCreate:
+		c.Created++
+	case schemas.ActUpdate:
+		c.Updated++
+	case schemas.ActDeactivate:
+		c.Deactivated++
+	case schemas.ActReactivate:
+		c.Reactivated++
+	case schemas.ActSchedule:
+		c.Scheduled++
+	default:
+		c.Unchanged++
+	}
+}
+
 // File is one uploaded file on its way through the stages. Each stage reads
 // what the stages before it left here and adds its own output; nothing else
 // is shared between stages.

@@ -27,57 +27,55 @@ type userRow struct {
 	Active           bool   `db:"active" json:"active"`
 }
 
-func tenantFlag(name string, args []string) (string, string, error) {
+// snapshot prints a tenant's rows of one directory table as CSV or JSON:
+// the shared body of `roster users` and `roster departments`.
+func snapshot[T any](ctx context.Context, a *app, name string, args []string, query string, header []string, cells func(T) []string) error {
 	fs := flags(name)
 	tenant := fs.String("tenant", "", "tenant ID")
 	format := fs.String("format", "csv", "csv or json")
 	if err := parse(fs, args); err != nil {
-		return "", "", err
+		return err
 	}
 	if *tenant == "" {
-		return "", "", usagef("%s: --tenant is required", name)
+		return usagef("%s: --tenant is required", name)
 	}
 	if *format != "csv" && *format != "json" {
-		return "", "", usagef("%s: --format must be csv or json", name)
-	}
-	return *tenant, *format, nil
-}
-
-func cmdUsers(ctx context.Context, a *app, args []string) error {
-	tenant, format, err := tenantFlag("users", args)
-	if err != nil {
-		return err
+		return usagef("%s: --format must be csv or json", name)
 	}
 	db, err := a.open(ctx)
 	if err != nil {
 		return err
 	}
-	if _, err := (pipeline.Tenants{DB: db}).Get(ctx, tenant); err != nil {
+	if _, err := (pipeline.Tenants{DB: db}).Get(ctx, *tenant); err != nil {
 		return err
 	}
-	var rows []userRow
-	err = db.SelectContext(ctx, &rows, `SELECT COALESCE(u.employee_id, '') AS employee_id, u.email, u.first_name, u.last_name,
+	rows := []T{}
+	if err := db.SelectContext(ctx, &rows, query, *tenant); err != nil {
+		return fmt.Errorf("read %s: %w", name, err)
+	}
+	if *format == "json" {
+		return writeJSON(a.stdout, rows)
+	}
+	w := csv.NewWriter(a.stdout)
+	w.Write(header) //nolint:errcheck // checked by w.Error
+	for _, r := range rows {
+		w.Write(cells(r)) //nolint:errcheck
+	}
+	w.Flush()
+	return w.Error()
+}
+
+func cmdUsers(ctx context.Context, a *app, args []string) error {
+	return snapshot(ctx, a, "users", args, `SELECT COALESCE(u.employee_id, '') AS employee_id, u.email, u.first_name, u.last_name,
 		COALESCE(m.email, '') AS manager_email, COALESCE(d.name, '') AS department_name, u.title, u.location,
 		COALESCE(to_char(u.start_date, 'YYYY-MM-DD'), '') AS start_date,
 		COALESCE(to_char(u.deactivation_date, 'YYYY-MM-DD'), '') AS deactivation_date, u.active
 		FROM users u LEFT JOIN users m ON m.id = u.manager_id LEFT JOIN departments d ON d.id = u.department_id
-		WHERE u.tenant_id = $1 ORDER BY u.email, u.id`, tenant)
-	if err != nil {
-		return fmt.Errorf("read users: %w", err)
-	}
-	if format == "json" {
-		if rows == nil {
-			rows = []userRow{}
-		}
-		return writeJSON(a.stdout, rows)
-	}
-	w := csv.NewWriter(a.stdout)
-	w.Write([]string{"employee_id", "email", "first_name", "last_name", "manager_email", "department_name", "title", "location", "start_date", "deactivation_date", "active"}) //nolint:errcheck
-	for _, r := range rows {
-		w.Write([]string{r.EmployeeID, r.Email, r.FirstName, r.LastName, r.ManagerEmail, r.DepartmentName, r.Title, r.Location, r.StartDate, r.DeactivationDate, strconv.FormatBool(r.Active)}) //nolint:errcheck
-	}
-	w.Flush()
-	return w.Error()
+		WHERE u.tenant_id = $1 ORDER BY u.email, u.id`,
+		[]string{"employee_id", "email", "first_name", "last_name", "manager_email", "department_name", "title", "location", "start_date", "deactivation_date", "active"},
+		func(r userRow) []string {
+			return []string{r.EmployeeID, r.Email, r.FirstName, r.LastName, r.ManagerEmail, r.DepartmentName, r.Title, r.Location, r.StartDate, r.DeactivationDate, strconv.FormatBool(r.Active)}
+		})
 }
 
 type deptRow struct {
@@ -87,35 +85,10 @@ type deptRow struct {
 }
 
 func cmdDepartments(ctx context.Context, a *app, args []string) error {
-	tenant, format, err := tenantFlag("departments", args)
-	if err != nil {
-		return err
-	}
-	db, err := a.open(ctx)
-	if err != nil {
-		return err
-	}
-	if _, err := (pipeline.Tenants{DB: db}).Get(ctx, tenant); err != nil {
-		return err
-	}
-	var rows []deptRow
-	if err := db.SelectContext(ctx, &rows, `SELECT d.name, COALESCE(p.name, '') AS parent, d.active
-		FROM departments d LEFT JOIN departments p ON p.id = d.parent_id WHERE d.tenant_id = $1 ORDER BY d.name_key`, tenant); err != nil {
-		return fmt.Errorf("read departments: %w", err)
-	}
-	if format == "json" {
-		if rows == nil {
-			rows = []deptRow{}
-		}
-		return writeJSON(a.stdout, rows)
-	}
-	w := csv.NewWriter(a.stdout)
-	w.Write([]string{"name", "parent", "active"}) //nolint:errcheck
-	for _, r := range rows {
-		w.Write([]string{r.Name, r.Parent, strconv.FormatBool(r.Active)}) //nolint:errcheck
-	}
-	w.Flush()
-	return w.Error()
+	return snapshot(ctx, a, "departments", args, `SELECT d.name, COALESCE(p.name, '') AS parent, d.active
+		FROM departments d LEFT JOIN departments p ON p.id = d.parent_id WHERE d.tenant_id = $1 ORDER BY d.name_key`,
+		[]string{"name", "parent", "active"},
+		func(r deptRow) []string { return []string{r.Name, r.Parent, strconv.FormatBool(r.Active)} })
 }
 
 // runSummary is one line of `roster runs list --json`.

@@ -259,18 +259,7 @@ func (d *deptDiff) counts() pipeline.Counts {
 		if r.rejected {
 			continue
 		}
-		switch r.action {
-		case schemas.ActCreate:
-			c.Created++
-		case schemas.ActUpdate:
-			c.Updated++
-		case schemas.ActDeactivate:
-			c.Deactivated++
-		case schemas.ActReactivate:
-			c.Reactivated++
-		default:
-			c.Unchanged++
-		}
+		c.Count(r.action)
 	}
 	return c
 }

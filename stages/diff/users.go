@@ -375,20 +375,7 @@ func (d *userDiff) counts() pipeline.Counts {
 		if r.rejected {
 			continue
 		}
-		switch r.action {
-		case schemas.ActCreate:
-			c.Created++
-		case schemas.ActUpdate:
-			c.Updated++
-		case schemas.ActDeactivate:
-			c.Deactivated++
-		case schemas.ActReactivate:
-			c.Reactivated++
-		case schemas.ActSchedule:
-			c.Scheduled++
-		default:
-			c.Unchanged++
-		}
+		c.Count(r.action)
 	}
 	c.Deactivated += len(d.omitted)
 	return c

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestCommandLineContract checks the documented command-line contract: run
+// --json, exit statuses, users/departments output, the runs ledger views.
+func TestCommandLineContract(t *testing.T) {
+	c := newCLI(t)
+	ctx := context.Background()
+	c.must("tenant", "add", "acme", "--seats", "100")
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte(body), 0o644) //nolint:errcheck
+		return p
+	}
+	depts := write("departments.csv", "name,parent\nCompany,\nEngineering,Company\n")
+	users := write("users.csv", "employee_id,email,first_name,last_name,manager_email,department_name,deactivation_date\n"+
+		"'007,ada@example.com,Ada,Lovelace,,Engineering,\n8,bob@example.com,Bob,Smith,ada@example.com,Engineering,2020-01-01\n9,not-an-email,Cy,Young,,,\n")
+
+	code, out, _ := c.roster(ctx, "run", "--tenant", "acme", "--file", users, "--file", depts, "--json")
+	if code != 0 {
+		t.Fatalf("run exit %d (row errors must not fail the run): %s", code, out)
+	}
+	var res runJSON
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != "partial" || len(res.Files) != 2 || res.Files[0].Kind != "departments" {
+		t.Fatalf("run: %+v", res)
+	}
+	u := res.Files[1]
+	if u.Created != 2 || u.Errors != 1 || u.Issues[0].Code != "email_invalid" || u.Issues[0].Row != 4 || u.Issues[0].Column != "email" {
+		t.Fatalf("users file: %+v", u)
+	}
+
+	// users lists deactivated users too, with active true/false.
+	recs, err := csv.NewReader(strings.NewReader(c.must("users", "--tenant", "acme"))).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][]string{
+		{"employee_id", "email", "first_name", "last_name", "manager_email", "department_name", "title", "location", "start_date", "deactivation_date", "active"},
+		{"007", "ada@example.com", "Ada", "Lovelace", "", "Engineering", "", "", "", "", "true"},
+		{"8", "bob@example.com", "Bob", "Smith", "ada@example.com", "Engineering", "", "", "", "2020-01-01", "false"},
+	}
+	if len(recs) != len(want) {
+		t.Fatalf("users:\n%v", recs)
+	}
+	for i := range want {
+		if strings.Join(recs[i], ",") != strings.Join(want[i], ",") {
+			t.Fatalf("users row %d: %v, want %v", i, recs[i], want[i])
+		}
+	}
+	if got := c.must("departments", "--tenant", "acme"); got != "name,parent,active\nCompany,,true\nEngineering,Company,true\n" {
+		t.Fatalf("departments:\n%s", got)
+	}
+
+	// A rejected file: exit 1, and --json still prints its object.
+	bad := write("bad.csv", "foo,bar\n1,2\n")
+	code, out, _ = c.roster(ctx, "run", "--tenant", "acme", "--file", bad, "--json")
+	if code != 1 {
+		t.Fatalf("rejected file: exit %d", code)
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Files[0].Status != "rejected" || res.Files[0].Issues[0].Code != "unknown_file_kind" {
+		t.Fatalf("rejected file --json: %v %s", err, out)
+	}
+	// Duplicates only: exit 0.
+	if code, _, _ := c.roster(ctx, "run", "--tenant", "acme", "--file", depts); code != 0 {
+		t.Fatalf("a duplicate-only run exits %d", code)
+	}
+	// Usage and configuration errors: exit 2, one line on stderr.
+	for _, args := range [][]string{{"run"}, {"run", "--tenant", "nope", "--file", users}, {"users"}, {"frobnicate"}, {"runs", "show", "x"}} {
+		code, _, errs := c.roster(ctx, args...)
+		if code != 2 || strings.Count(strings.TrimSpace(errs), "\n") > 0 && !strings.Contains(errs, "usage") {
+			t.Errorf("roster %v: exit %d, stderr %q", args, code, errs)
+		}
+	}
+
+	var runs []map[string]any
+	if err := json.Unmarshal([]byte(c.must("runs", "list", "--json")), &runs); err != nil {
+		t.Fatal(err)
+	}
+	if len(runs) != 3 {
+		t.Fatalf("%d runs listed, want 3", len(runs))
+	}
+	for _, k := range []string{"run_id", "tenant", "trigger", "logical_date", "status", "started_at", "finished_at"} {
+		if _, ok := runs[0][k]; !ok {
+			t.Errorf("runs list --json lacks %q", k)
+		}
+	}
+	var show struct {
+		Files  []map[string]any `json:"files"`
+		Stages []struct {
+			Stage      string  `json:"stage"`
+			RowsIn     int64   `json:"rows_in"`
+			RowsOut    int64   `json:"rows_out"`
+			DurationMS float64 `json:"duration_ms"`
+		} `json:"stages"`
+		Issues []map[string]any `json:"issues"`
+	}
+	first := int(runs[2]["run_id"].(float64))
+	if err := json.Unmarshal([]byte(c.must("runs", "show", strings.TrimSpace(jsonNumber(first)), "--json")), &show); err != nil {
+		t.Fatal(err)
+	}
+	if len(show.Files) != 2 || len(show.Issues) != 1 {
+		t.Fatalf("runs show: %d files, %d issues", len(show.Files), len(show.Issues))
+	}
+	parsed := false
+	for _, s := range show.Stages {
+		if s.Stage == "parse" && s.RowsOut == 3 && s.DurationMS >= 0 {
+			parsed = true
+		}
+	}
+	if !parsed {
+		t.Fatalf("runs show lacks the users file's parse stage with 3 rows: %+v", show.Stages)
+	}
+}
+
+func jsonNumber(n int) string { b, _ := json.Marshal(n); return string(b) }
