@@ -66,7 +66,10 @@ func (e *Elector) Resign() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.conn != nil {
-		e.conn.Raw(func(any) error { return driver.ErrBadConn }) //nolint:errcheck // the point is the error
+		// Unlock first: a closed socket frees the lock only once the server
+		// notices, and a successor asking at once must find it free.
+		e.conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock($1)`, leaderLock) //nolint:errcheck // discarded below either way
+		e.conn.Raw(func(any) error { return driver.ErrBadConn })                              //nolint:errcheck // the point is the error
 		e.conn.Close()
 		e.conn = nil
 	}
