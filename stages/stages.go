@@ -7,6 +7,7 @@ import (
 	"github.com/roster-hr/roster/stages/apply"
 	"github.com/roster-hr/roster/stages/decrypt"
 	"github.com/roster-hr/roster/stages/diff"
+	"github.com/roster-hr/roster/stages/export"
 	"github.com/roster-hr/roster/stages/fetch"
 	"github.com/roster-hr/roster/stages/normalize"
 	"github.com/roster-hr/roster/stages/parse"
@@ -25,5 +26,6 @@ func Registry() *pipeline.Registry {
 	r.Register(diff.Spec())
 	r.Register(apply.Spec())
 	r.Register(report.Spec())
+	r.Register(export.Spec())
 	return r
 }

@@ -265,6 +265,9 @@ func TestServeTakesGnuPGFileUploadedWithOpenSSH(t *testing.T) {
 	// The operator sees it in /metrics, read from the ledger (the nightly
 	// sweep run at start-up may add a succeeded run at any moment, so the
 	// count is compared with the ledger around the scrape).
+	waitFor(t, 30*time.Second, "the runs to finish (their export runs after the files)", func() bool {
+		return c.count(`SELECT count(*) FROM runs WHERE status = 'running'`) == 0
+	})
 	var metrics string
 	for try := 0; try < 20; try++ {
 		before := c.count(`SELECT count(*) FROM runs WHERE status = 'succeeded'`)

@@ -58,6 +58,7 @@ func commands() []command {
 		{"serve", "[--sftp-listen ADDR] [--poll-interval 1m]", "run the embedded SFTP server and poll every tenant's /incoming", cmdServe},
 		{"keys", "generate TENANT [--force]", "issue a tenant's PGP key pair and print the public key", cmdKeys},
 		{"demo", "", "the demo: a tenant, fixture files uploaded over SFTP, one full run, a summary", cmdDemo},
+		{"export", "--tenant ID [--date DATE | --from DATE [--to DATE]] [--out DIR] [--format parquet|csv] [--json]", "write the analytics tables (Parquet or CSV partitions) for a date or a range", cmdExport},
 		{"migrate", "", "apply the database migrations", cmdMigrate},
 		{"stages", "", "list the pipeline stages and their options (Markdown)", cmdStages},
 	}
