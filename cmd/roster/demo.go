@@ -135,7 +135,11 @@ func cmdDemo(ctx context.Context, a *app, args []string) error {
 		}
 		rf.Close()
 	}
-	fmt.Fprintf(a.stdout, "\nledger: roster runs show %d\n", res.RunID)
+	exportDir := filepath.Join(a.dataDir, "export")
+	if _, err := os.Stat(filepath.Join(exportDir, "employee_snapshot", "tenant="+demoTenant)); err == nil {
+		fmt.Fprintf(a.stdout, "\nanalytics tables (Parquet, one partition per date): %s/{employee_snapshot,employee_events,employee_profile_history,department_hierarchy}/tenant=%s/\n", exportDir, demoTenant)
+	}
+	fmt.Fprintf(a.stdout, "ledger: roster runs show %d\n", res.RunID)
 	return nil
 }
 
