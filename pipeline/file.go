@@ -79,6 +79,10 @@ type File struct {
 	Skip     map[string]RowSet // per column: rows applied without that field
 	// diff
 	Plan *Plan
+	// Pending are departments the file asks to deactivate that still had
+	// active users or sub-departments when it was diffed: FILE_RULES.md
+	// judges them at the end of the run (apply settles them).
+	Pending []PendingDeactivation
 
 	Issues  Issues
 	Status  FileStatus
@@ -126,6 +130,14 @@ func (f *File) ReleaseBatches() {
 		os.Remove(p)
 	}
 	f.Temp = nil
+}
+
+// PendingDeactivation is one department deactivation decided at the end
+// of the run.
+type PendingDeactivation struct {
+	Row  int
+	Key  string
+	Name string
 }
 
 // StageResult is one stage's record for one file.

@@ -24,6 +24,9 @@ type Ledger interface {
 	// the apply transaction when the file was applied, so the file and its
 	// ledger entry commit together.
 	RecordFile(ctx context.Context, tx *sqlx.Tx, runID int64, f *File) error
+	// AddIssues records issues found for an already recorded file after
+	// the fact (at the end of the run), with its updated counts, through tx.
+	AddIssues(ctx context.Context, tx *sqlx.Tx, runID int64, f *File, issues []Issue) error
 	// RecordStage records one stage's result for one file (fileID 0: the run).
 	RecordStage(ctx context.Context, runID, fileID int64, res StageResult) error
 	// FinishRun sets the final status of a run.
@@ -91,11 +94,25 @@ func (l PGLedger) RecordFile(ctx context.Context, tx *sqlx.Tx, runID int64, f *F
 		c.Reactivated, c.Scheduled, c.Unchanged, f.Issues.Errors, f.Issues.Warnings, code, msg, appliedAt, key); err != nil {
 		return fmt.Errorf("ledger: record file %q: %w", f.Name, err)
 	}
-	list := f.Issues.List()
+	return insertIssues(ctx, tx, runID, f.ID, f.Issues.List())
+}
+
+// AddIssues implements Ledger.
+func (l PGLedger) AddIssues(ctx context.Context, tx *sqlx.Tx, runID int64, f *File, issues []Issue) error {
+	c := f.Counts
+	if _, err := tx.ExecContext(ctx, `UPDATE run_files SET errors = $2, warnings = $3, created = $4, updated = $5,
+		deactivated = $6, reactivated = $7, scheduled = $8, unchanged = $9 WHERE id = $1`,
+		f.ID, f.Issues.Errors, f.Issues.Warnings, c.Created, c.Updated, c.Deactivated, c.Reactivated, c.Scheduled, c.Unchanged); err != nil {
+		return fmt.Errorf("ledger: update file %q: %w", f.Name, err)
+	}
+	return insertIssues(ctx, tx, runID, f.ID, issues)
+}
+
+// insertIssues COPYs issues into the ledger: a bad file may carry thousands.
+func insertIssues(ctx context.Context, tx *sqlx.Tx, runID, fileID int64, list []Issue) error {
 	if len(list) == 0 {
 		return nil
 	}
-	// Issues go in with COPY: a bad file may carry thousands of them.
 	stmt, err := PrepareCopy(ctx, tx, "issues", "run_id", "file_id", "row", "column", "code", "severity", "message", "value")
 	if err != nil {
 		return fmt.Errorf("ledger: record issues: %w", err)
@@ -105,7 +122,7 @@ func (l PGLedger) RecordFile(ctx context.Context, tx *sqlx.Tx, runID int64, f *F
 		if is.Row > 0 {
 			row = is.Row
 		}
-		if _, err := stmt.ExecContext(ctx, runID, f.ID, row, is.Column, is.Code, string(is.Severity), is.Message, is.Value); err != nil {
+		if _, err := stmt.ExecContext(ctx, runID, fileID, row, is.Column, is.Code, string(is.Severity), is.Message, is.Value); err != nil {
 			stmt.Close()
 			return fmt.Errorf("ledger: record issues: %w", err)
 		}
@@ -207,6 +224,9 @@ func (DryLedger) AddFile(context.Context, int64, string, *File) error { return n
 
 // RecordFile implements Ledger.
 func (DryLedger) RecordFile(context.Context, *sqlx.Tx, int64, *File) error { return nil }
+
+// AddIssues implements Ledger.
+func (DryLedger) AddIssues(context.Context, *sqlx.Tx, int64, *File, []Issue) error { return nil }
 
 // RecordStage implements Ledger.
 func (DryLedger) RecordStage(context.Context, int64, int64, StageResult) error { return nil }

@@ -212,7 +212,7 @@ func (rn *Runner) Run(ctx context.Context, req Request) (*Result, error) {
 			markDuplicate(f, string(f.Kind))
 		}
 		for _, st := range stages[split:] {
-			if st.Spec.Scope == PerRun {
+			if st.Spec.Scope == PerRun || st.Spec.Always {
 				continue
 			}
 			if err := rn.fileStage(ctx, run, st, f, last); err != nil {
@@ -227,6 +227,24 @@ func (rn *Runner) Run(ctx context.Context, req Request) (*Result, error) {
 		}
 		if f.Status == StatusApplied {
 			last[string(f.Kind)] = AppliedFile{SHA256: f.SHA256, Clean: f.Issues.Errors == 0}
+		}
+	}
+	// Work judged at the end of the run, once every file is applied.
+	for _, st := range stages[split:] {
+		if fin, ok := st.Stage.(RunFinisher); ok && st.Spec.Scope == PerFile {
+			if err := fin.FinishRun(ctx, run, ordered); err != nil {
+				return rn.finish(ctx, run, res, fmt.Errorf("stage %s at the end of the run: %w", st.Spec.Name, err))
+			}
+		}
+	}
+	// Then what every file gets whatever became of it: its report.
+	for _, f := range ordered {
+		for _, st := range stages[split:] {
+			if st.Spec.Scope == PerFile && st.Spec.Always {
+				if err := rn.fileStage(ctx, run, st, f, last); err != nil {
+					return rn.finish(ctx, run, res, err)
+				}
+			}
 		}
 		f.ReleaseBatches()
 	}

@@ -25,6 +25,15 @@ type Stage interface {
 	Process(ctx context.Context, run *Run, f *File) (Stats, error)
 }
 
+// RunFinisher is implemented by a per-file stage with work that can only
+// be done once every file of the run went through it (apply: a department
+// is deactivated only if no active user is left in it at the end of the
+// run). The runner calls FinishRun after the per-file stages and before the
+// "always" ones (report), so reports include what it found.
+type RunFinisher interface {
+	FinishRun(ctx context.Context, run *Run, files []*File) error
+}
+
 // RunStage is a stage that runs once per run, after every file went through
 // the per-file stages (for instance the analytics export).
 type RunStage interface {

@@ -1,5 +1,7 @@
 package schemas
 
+import "fmt"
+
 // Issue codes, exactly as FILE_RULES.md spells them. They are a contract:
 // they appear in the ledger, in --json output and in customers' reports, so
 // never rename one.
@@ -47,3 +49,13 @@ const (
 	CodeDepartmentHasActiveUsers    = "department_has_active_users"
 	CodeDepartmentHasActiveChildren = "department_has_active_children"
 )
+
+// HasActiveUsersMessage explains department_has_active_users.
+func HasActiveUsersMessage(dept string, n int) string {
+	return fmt.Sprintf("department %q still has %d active users at the end of the run; move or deactivate them first (it stays active)", dept, n)
+}
+
+// HasActiveChildrenMessage explains department_has_active_children.
+func HasActiveChildrenMessage(dept, child string) string {
+	return fmt.Sprintf("department %q still has the active sub-department %q at the end of the run; deactivate or move it first (it stays active)", dept, child)
+}

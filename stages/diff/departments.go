@@ -23,10 +23,13 @@ type deptRow struct {
 }
 
 type deptDiff struct {
-	f     *pipeline.File
-	depts *departments
-	rows  []deptRow
-	byKey map[string]int // file rows by key
+	// dryRun: nothing is applied, so a blocked deactivation is reported at
+	// once instead of being judged at the end of the run.
+	dryRun bool
+	f      *pipeline.File
+	depts  *departments
+	rows   []deptRow
+	byKey  map[string]int // file rows by key
 }
 
 func (d *deptDiff) issue(r *deptRow, col, code, msg, value string) {
@@ -224,18 +227,29 @@ func (d *deptDiff) checkDeactivations() {
 			if r.rejected || r.finActive || r.existing < 0 || !d.depts.active[r.existing] {
 				continue
 			}
+			blocked := ""
 			if n := d.depts.activeUsers[d.depts.id[r.existing]]; n > 0 {
-				d.issue(r, schemas.ColDeactivate, schemas.CodeDepartmentHasActiveUsers,
-					fmt.Sprintf("department %q still has %d active users; move or deactivate them first (it stays active)", r.name, n), r.name)
-				r.finActive, changed = true, true
-				continue
+				blocked = schemas.HasActiveUsersMessage(r.name, n)
+				if d.dryRun {
+					d.issue(r, schemas.ColDeactivate, schemas.CodeDepartmentHasActiveUsers, blocked, r.name)
+				}
+			} else {
+				for _, k := range d.allKeys() {
+					if d.parentOf(k) == r.key && activeOf(k) {
+						blocked = schemas.HasActiveChildrenMessage(r.name, k)
+						if d.dryRun {
+							d.issue(r, schemas.ColDeactivate, schemas.CodeDepartmentHasActiveChildren, blocked, r.name)
+						}
+						break
+					}
+				}
 			}
-			for _, k := range d.allKeys() {
-				if d.parentOf(k) == r.key && activeOf(k) {
-					d.issue(r, schemas.ColDeactivate, schemas.CodeDepartmentHasActiveChildren,
-						fmt.Sprintf("department %q still has the active sub-department %q; deactivate or move it first (it stays active)", r.name, k), r.name)
-					r.finActive, changed = true, true
-					break
+			if blocked != "" {
+				// Kept active by this file; the run's end decides (users may
+				// move out in a later file of the same run).
+				r.finActive, changed = true, true
+				if !d.dryRun {
+					d.f.Pending = append(d.f.Pending, pipeline.PendingDeactivation{Row: r.src, Key: r.key, Name: r.name})
 				}
 			}
 		}

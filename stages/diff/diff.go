@@ -57,7 +57,7 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 		}
 		plan.Counts = d.counts()
 	case schemas.KindDepartments:
-		d := &deptDiff{f: f, depts: depts}
+		d := &deptDiff{f: f, depts: depts, dryRun: run.DryRun}
 		d.read()
 		d.decide()
 		plan.Departments = []arrow.Record{d.plan(mem)}
