@@ -36,6 +36,10 @@ type Backfill struct {
 	KeyPassphrase []byte
 	// Progress, when set, is called after each date.
 	Progress func(Progress)
+	// ExportOnly, when set, replaces each date's run: the date's analytics
+	// partitions are rewritten from the ledger and history as they are,
+	// every date of the range, files or not (--export-only).
+	ExportOnly func(ctx context.Context, date time.Time) error
 }
 
 // Decision is what a backfill does with one date, and what came of it.
@@ -143,6 +147,8 @@ func (b *Backfill) Plan(ctx context.Context) ([]Decision, map[string][]received,
 			return nil, nil, fmt.Errorf("backfill: read the ledger: %w", err)
 		}
 		switch {
+		case b.ExportOnly != nil:
+			dec.Decision, dec.Reason = "run", "--export-only: rewrite the date's analytics partitions"
 		case len(dec.Files) == 0:
 			dec.Decision, dec.Reason = "skip", "no files were received for this date"
 		case last.Status == pipeline.RunRunning:
@@ -187,6 +193,20 @@ func (b *Backfill) Run(ctx context.Context) ([]Decision, error) {
 			return plan, err
 		}
 		date, _ := time.Parse(time.DateOnly, d.Date)
+		if b.ExportOnly != nil {
+			if err := b.ExportOnly(ctx, date); err != nil {
+				d.Status = pipeline.RunFailed
+				return plan, fmt.Errorf("backfill %s: export: %w", d.Date, err)
+			}
+			d.Status = pipeline.RunSucceeded
+			prog.Done++
+			prog.Elapsed = time.Since(started)
+			prog.Date = d.Date
+			if b.Progress != nil {
+				b.Progress(prog)
+			}
+			continue
+		}
 		var inputs []*pipeline.File
 		for _, r := range files[d.Date] {
 			inputs = append(inputs, &pipeline.File{Name: r.Name, Source: r.path, ModTime: r.ReceivedAt})

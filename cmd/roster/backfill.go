@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/roster-hr/roster/jobs"
+	"github.com/roster-hr/roster/stages/export"
 	"golang.org/x/term"
 )
 
@@ -20,6 +22,8 @@ func cmdBackfill(ctx context.Context, a *app, args []string) error {
 	reprocess := fs.String("reprocess", jobs.ReprocessMissing, "which dates to run: missing (no finished run), failed (also dates whose last run failed) or all")
 	dry := fs.Bool("dry-run", false, "list every date with its decision and reason; run nothing")
 	asJSON := fs.Bool("json", false, "print the dates and decisions as JSON")
+	exportOnly := fs.Bool("export-only", false, "rewrite only the analytics partitions of every date (no file is run)")
+	out := fs.String("out", "", "with --export-only: root directory of the partitions (default <data-dir>/export)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -55,6 +59,16 @@ func cmdBackfill(ctx context.Context, a *app, args []string) error {
 	}
 	b := &jobs.Backfill{Runner: rn, Tenant: *tenant, From: f, To: t, Reprocess: *reprocess,
 		KeyPassphrase: []byte(os.Getenv("ROSTER_KEY_PASSPHRASE"))}
+	if *exportOnly {
+		dir := *out
+		if dir == "" {
+			dir = filepath.Join(a.dataDir, "export")
+		}
+		b.ExportOnly = func(ctx context.Context, date time.Time) error {
+			_, err := export.Export(ctx, db, *tenant, date, export.Options{Out: dir})
+			return err
+		}
+	}
 	var plan []jobs.Decision
 	if *dry {
 		plan, _, err = b.Plan(ctx)

@@ -126,3 +126,31 @@ func TestCommandLineContract(t *testing.T) {
 }
 
 func jsonNumber(n int) string { b, _ := json.Marshal(n); return string(b) }
+
+// TestBackfillDryRunAndExportOnly: --dry-run lists every date of the range
+// with its decision and reason and exits 0; --export-only rewrites each
+// date's partitions without running files.
+func TestBackfillDryRunAndExportOnly(t *testing.T) {
+	c := newCLI(t)
+	c.must("tenant", "add", "acme")
+	users := filepath.Join(t.TempDir(), "users.csv")
+	os.WriteFile(users, []byte("employee_id,email,first_name,last_name\n1,ada@example.com,Ada,Lovelace\n"), 0o644) //nolint:errcheck
+	c.must("run", "--tenant", "acme", "--date", "2026-05-02", "--file", users)
+	var plan []struct{ Date, Decision, Reason string }
+	if err := json.Unmarshal([]byte(c.must("backfill", "--tenant", "acme", "--from", "2026-05-01", "--to", "2026-05-03", "--dry-run", "--json")), &plan); err != nil {
+		t.Fatal(err)
+	}
+	if len(plan) != 3 || plan[0].Decision != "skip" || plan[1].Decision != "skip" || !strings.Contains(plan[1].Reason, "already done") || !strings.Contains(plan[0].Reason, "no files") {
+		t.Fatalf("dry run plan %+v", plan)
+	}
+	if err := json.Unmarshal([]byte(c.must("backfill", "--tenant", "acme", "--from", "2026-05-02", "--reprocess", "all", "--dry-run", "--json")), &plan); err != nil || plan[0].Decision != "run" {
+		t.Fatalf("--reprocess all: %v %+v", err, plan)
+	}
+	out := t.TempDir()
+	c.must("backfill", "--tenant", "acme", "--from", "2026-05-01", "--to", "2026-05-03", "--export-only", "--out", out)
+	for _, d := range []string{"2026-05-01", "2026-05-02", "2026-05-03"} {
+		if _, err := os.Stat(filepath.Join(out, "employee_snapshot", "tenant=acme", "dt="+d, "part-0.parquet")); err != nil {
+			t.Errorf("export-only %s: %v", d, err)
+		}
+	}
+}
