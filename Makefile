@@ -24,6 +24,14 @@ test-long:
 	@url=$$(scripts/pg.sh start) && DATABASE_URL=$$url ROSTER_CRASH_TRIALS=100 ROSTER_CRASH_ROWS=100000 \
 		$(GO) test -count=1 -timeout 6h -run TestCrashCampaign -v ./cmd/roster
 
+# Performance against a hand-written SQL baseline measured in the same run
+# (medians, ratios, targets); writes var/bench/results.json. Scale with
+# ROSTER_BENCH_ROWS (default 100000,1000000), ROSTER_BENCH_REPS (3),
+# ROSTER_BENCH_SFTP_MB (1024), ROSTER_BENCH_TENANTS (1000).
+bench:
+	@url=$$(scripts/pg.sh start) && DATABASE_URL=$$url ROSTER_BENCH=1 $(GO) test -count=1 -timeout 3h -run '^TestBench$$' -v ./cmd/roster | grep -v '^=== RUN'
+	@url=$$(scripts/pg.sh start) && DATABASE_URL=$$url $(GO) test -count=1 -run XXX -bench . -benchmem ./stages/...
+
 # Every fuzz target for FUZZTIME each (go test runs one -fuzz target at a time).
 FUZZTIME ?= 30s
 fuzz:

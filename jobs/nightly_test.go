@@ -66,8 +66,13 @@ func TestNightlySweepRunsOncePerDateAcrossReplicas(t *testing.T) {
 	if active() != 2 {
 		t.Fatal("the sweep ran before the deactivation date was due")
 	}
-	b := &jobs.Nightly{DB: db, Now: func() time.Time { return late }}
-	a.Now = b.Now
+	var after []string
+	record := func(_ context.Context, t *pipeline.Tenant, d time.Time) error {
+		after = append(after, t.ID+" "+d.Format(time.DateOnly))
+		return nil
+	}
+	b := &jobs.Nightly{DB: db, Now: func() time.Time { return late }, After: record}
+	a.Now, a.After = b.Now, record
 	for _, n := range []*jobs.Nightly{a, b, a} {
 		if err := n.RunDue(ctx); err != nil {
 			t.Fatal(err)
@@ -81,5 +86,9 @@ func TestNightlySweepRunsOncePerDateAcrossReplicas(t *testing.T) {
 	db.Get(&claims, `SELECT count(*) FROM job_runs WHERE logical_date = '2026-03-05' AND status = 'succeeded'`) //nolint:errcheck
 	if sweeps != 1 || claims != 1 {
 		t.Fatalf("%d deactivation history rows and %d claims for the date, want 1 and 1", sweeps, claims)
+	}
+	// The work after the sweep (the export) ran once for the date too.
+	if len(after) != 1 || after[0] != "acme 2026-03-05" {
+		t.Fatalf("after-sweep work ran for %v, want once for acme 2026-03-05", after)
 	}
 }

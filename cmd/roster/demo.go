@@ -19,6 +19,7 @@ import (
 	"github.com/roster-hr/roster/jobs"
 	"github.com/roster-hr/roster/pipeline"
 	"github.com/roster-hr/roster/sftpd"
+	"github.com/roster-hr/roster/stages/export"
 	"github.com/roster-hr/roster/stages/report"
 	"golang.org/x/crypto/ssh"
 )
@@ -135,8 +136,12 @@ func cmdDemo(ctx context.Context, a *app, args []string) error {
 		}
 		rf.Close()
 	}
+	// What the nightly job does for a complete day, done now for the demo.
 	exportDir := filepath.Join(a.dataDir, "export")
-	if _, err := os.Stat(filepath.Join(exportDir, "employee_snapshot", "tenant="+demoTenant)); err == nil {
+	if _, err := export.Export(ctx, db, demoTenant, t.Today(time.Now()), export.Options{Out: exportDir}); err != nil {
+		return err
+	}
+	{
 		fmt.Fprintf(a.stdout, "\nanalytics tables (Parquet, one partition per date): %s/{employee_snapshot,employee_events,employee_profile_history,department_hierarchy}/tenant=%s/\n", exportDir, demoTenant)
 	}
 	fmt.Fprintf(a.stdout, "ledger: roster runs show %d\n", res.RunID)

@@ -56,6 +56,7 @@ func commands() []command {
 		{"departments", "--tenant ID [--format csv|json]", "print the tenant's departments", cmdDepartments},
 		{"runs", "list [--tenant ID] [--json] | show RUN_ID [--json]", "read the run ledger", cmdRuns},
 		{"serve", "[--sftp-listen ADDR] [--poll-interval 1m]", "run the embedded SFTP server and poll every tenant's /incoming", cmdServe},
+		{"poll", "[--tenant ID] [--workers N]", "one poll of every tenant's /incoming in the data dir (what serve does every interval)", cmdPoll},
 		{"keys", "generate TENANT [--force]", "issue a tenant's PGP key pair and print the public key", cmdKeys},
 		{"demo", "", "the demo: a tenant, fixture files uploaded over SFTP, one full run, a summary", cmdDemo},
 		{"export", "--tenant ID [--date DATE | --from DATE [--to DATE]] [--out DIR] [--format parquet|csv] [--json]", "write the analytics tables (Parquet or CSV partitions) for a date or a range", cmdExport},

@@ -19,6 +19,7 @@ import (
 	"github.com/roster-hr/roster/pipeline"
 	"github.com/roster-hr/roster/sftpd"
 	"github.com/roster-hr/roster/stages"
+	"github.com/roster-hr/roster/stages/export"
 	"github.com/roster-hr/roster/stages/fetch/store"
 	"github.com/roster-hr/roster/stages/report/email"
 	"golang.org/x/crypto/ssh"
@@ -132,7 +133,15 @@ func cmdServe(ctx context.Context, a *app, args []string) error {
 	}
 	poller.StoreFor = a.localStores(srv)
 	poller.Elector = &jobs.Elector{DB: db}
-	poller.Nightly = &jobs.Nightly{DB: db, Log: a.log}
+	poller.Nightly = &jobs.Nightly{DB: db, Log: a.log, After: func(ctx context.Context, t *pipeline.Tenant, date time.Time) error {
+		// The nightly of day D exports D-1, the last complete day (the export
+		// stage's default, when: nightly).
+		if !t.ExportEnabled {
+			return nil
+		}
+		_, err := export.Export(ctx, db, t.ID, date.AddDate(0, 0, -1), export.Options{Out: filepath.Join(a.dataDir, "export")})
+		return err
+	}}
 	for _, t := range tenants {
 		if err := srv.EnsureHome(t.ID); err != nil {
 			return fmt.Errorf("create the SFTP home of %s: %w", t.ID, err)
@@ -255,6 +264,50 @@ func checkPassphrase(tenants []*pipeline.Tenant) error {
 	}
 	if len(with) > 0 {
 		return usagef("ROSTER_KEY_PASSPHRASE is not set, but tenants %s have PGP keys it unlocks", strings.Join(with, ", "))
+	}
+	return nil
+}
+
+// cmdPoll is one poll of every tenant's /incoming in the embedded server's
+// data dir, as serve makes every --poll-interval: for cron-style operation
+// and for measuring many small tenants.
+func cmdPoll(ctx context.Context, a *app, args []string) error {
+	fs := flags("poll")
+	tenant := fs.String("tenant", "", "only this tenant (default: every tenant)")
+	workers := fs.Int("workers", 2, "tenants processed at once")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	db, err := a.open(ctx)
+	if err != nil {
+		return err
+	}
+	rn, err := a.runner(db)
+	if err != nil {
+		return err
+	}
+	var runs, failed int
+	var mu sync.Mutex
+	p := &jobs.Poller{Runner: rn, StoreFor: a.localStores(nil), Workers: *workers, Log: a.log,
+		KeyPassphrase: []byte(os.Getenv("ROSTER_KEY_PASSPHRASE")),
+		OnResult: func(r *pipeline.Result) {
+			mu.Lock()
+			defer mu.Unlock()
+			runs++
+			if r.Status == pipeline.RunFailed {
+				failed++
+			}
+		}}
+	if *tenant != "" {
+		if _, err := p.PollTenant(ctx, *tenant); err != nil {
+			return err
+		}
+	} else if err := p.PollAll(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "poll: %d run(s), %d failed\n", runs, failed)
+	if failed > 0 {
+		return exitError{exitFailed}
 	}
 	return nil
 }

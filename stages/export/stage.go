@@ -16,9 +16,13 @@ func Spec() pipeline.Spec {
 		Name: "export",
 		Summary: "Writes the analytics tables (employee_snapshot, employee_profile_history, employee_events, department_hierarchy) " +
 			"for the run's tenant and logical date as Hive-style Parquet partitions OUT/<table>/tenant=<id>/dt=<date>/. " +
-			"Runs once per run, after apply; skipped in a dry run and for tenants with export disabled.",
+			"Runs once per run, after apply, when `when` is `run`; with `nightly` (the default) the nightly job exports each completed day instead. " +
+			"Skipped in a dry run and for tenants with export disabled.",
 		Scope: pipeline.PerRun,
 		Fields: []pipeline.Field{
+			{Name: OptWhen, Default: WhenNightly, Help: "`nightly`: the nightly job exports the previous day once it is complete (one export per tenant and day); " +
+				"`run`: after every run, so partitions are fresh within minutes, at the cost of a full rebuild of the day's tables per run " +
+				"(~0.3 s for a small tenant, ~10 s per 100k users: too much for tenants polled every minute)"},
 			{Name: "out", Default: "", Help: "output directory; empty: `export` beside the staging directory (<data-dir>/export)"},
 			{Name: "format", Default: FormatParquet, Help: "`parquet` or `csv`"},
 			{Name: "compression", Default: CompressionZstd, Help: "Parquet compression: `zstd` or `snappy`"},
@@ -30,12 +34,26 @@ func Spec() pipeline.Spec {
 			if _, err := opts.normalize(); err != nil {
 				return nil, err
 			}
-			return stage{opts: opts}, nil
+			when := o.String(OptWhen)
+			if when != WhenNightly && when != WhenRun {
+				return nil, fmt.Errorf("when must be %s or %s, not %q", WhenNightly, WhenRun, when)
+			}
+			return stage{opts: opts, afterRun: when == WhenRun}, nil
 		},
 	}
 }
 
-type stage struct{ opts Options }
+// When the export runs.
+const (
+	OptWhen     = "when"
+	WhenNightly = "nightly"
+	WhenRun     = "run"
+)
+
+type stage struct {
+	opts     Options
+	afterRun bool
+}
 
 // OutDir is where the stage writes when its out option is empty: export/
 // beside the staging directory, which for roster's commands is
@@ -45,7 +63,7 @@ func OutDir(stagingDir string) string {
 }
 
 func (s stage) Finish(ctx context.Context, run *pipeline.Run, _ []*pipeline.File) (pipeline.Stats, error) {
-	if run.DryRun || run.Tenant == nil || !run.Tenant.ExportEnabled {
+	if !s.afterRun || run.DryRun || run.Tenant == nil || !run.Tenant.ExportEnabled {
 		return pipeline.Stats{}, nil
 	}
 	opts := s.opts
