@@ -65,9 +65,14 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 		f.Status = pipeline.StatusProcessing
 		return pipeline.Stats{}, err
 	}
+	committing := time.Now()
 	if err := tx.Commit(); err != nil {
 		f.Status = pipeline.StatusProcessing
 		return pipeline.Stats{}, fmt.Errorf("apply: commit: %w", err)
+	}
+	if run.Log != nil {
+		// Deferred constraints are checked here.
+		run.Log.Debug("apply step", "file", f.Name, "step", "commit", "ms", time.Since(committing).Milliseconds())
 	}
 	f.Applied = true
 	return pipeline.Stats{RowsIn: in, RowsOut: in}, nil
@@ -242,48 +247,4 @@ func historyChanges() string {
 			h.name, h.old, h.new, oldShow, newShow))
 	}
 	return "jsonb_strip_nulls(jsonb_build_object(" + strings.Join(parts, ",\n") + "))"
-}
-
-// users applies the user actions. New users get their ids first, so
-// managers who are new in the same file resolve by row; history is written
-// from the state before the change (creates have none).
-func (a *applier) users(ctx context.Context) error {
-	if len(a.f.Plan.Users) == 0 {
-		return nil
-	}
-	if err := a.load(ctx, "plan_users", schemas.PlanUsers(), a.f.Plan.Users); err != nil {
-		return err
-	}
-	var fileID any
-	if a.f.ID > 0 {
-		fileID = a.f.ID
-	}
-	steps := []struct{ what, q string }{
-		{"add department ids", `ALTER TABLE plan_users ADD COLUMN department_id bigint`},
-		{"new user ids", `UPDATE plan_users SET user_id = nextval(pg_get_serial_sequence('users', 'id')) WHERE user_id IS NULL`},
-		{"new managers", `UPDATE plan_users p SET manager_user_id = m.user_id FROM plan_users m
-			WHERE p.manager_row IS NOT NULL AND m.row = p.manager_row`},
-		{"departments", `UPDATE plan_users p SET department_id = d.id FROM departments d
-			WHERE d.tenant_id = $1 AND d.name_key = p.department_key`},
-		{"history", `INSERT INTO user_history (tenant_id, run_id, file_id, user_id, action, effective_date, changes)
-			SELECT $1, $2, $3, p.user_id, p.action, p.effective_date, ` + historyChanges() + `
-			FROM plan_users p LEFT JOIN users u ON u.id = p.user_id AND p.action <> 'create'
-			LEFT JOIN departments od ON od.id = u.department_id LEFT JOIN departments nd ON nd.id = p.department_id`},
-		{"creates", `INSERT INTO users (id, tenant_id, employee_id, email, first_name, last_name, manager_id, department_id,
-				title, location, start_date, deactivation_date, custom, active, last_run_id)
-			SELECT p.user_id, $1, p.employee_id, p.email, p.first_name, p.last_name, p.manager_user_id, p.department_id,
-				p.title, p.location, p.start_date, p.deactivation_date, p.custom::jsonb, p.active, $2
-			FROM plan_users p WHERE p.action = 'create'`},
-		{"updates", `UPDATE users u SET employee_id = p.employee_id, email = p.email, first_name = p.first_name,
-				last_name = p.last_name, manager_id = p.manager_user_id, department_id = p.department_id, title = p.title,
-				location = p.location, start_date = p.start_date, deactivation_date = p.deactivation_date,
-				custom = p.custom::jsonb, active = p.active, last_run_id = $2, updated_at = now()
-			FROM plan_users p WHERE u.id = p.user_id AND u.tenant_id = $1 AND p.action <> 'create'`},
-	}
-	for _, s := range steps {
-		if err := a.exec(ctx, s.what, s.q, params(s.q, a.run.Tenant.ID, a.run.ID, fileID)...); err != nil {
-			return err
-		}
-	}
-	return nil
 }

@@ -1,0 +1,326 @@
+package apply
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/apache/arrow/go/v17/arrow/array"
+	"github.com/roster-hr/roster/pipeline"
+	"github.com/roster-hr/roster/schemas"
+)
+
+// planCols reads one plan record by the columns of schemas.PlanUsers.
+type planCols struct {
+	row          *array.Int32
+	action       *array.String
+	userID       *array.Int64
+	eid, email   *array.String
+	first, last  *array.String
+	mgrID        *array.Int64
+	mgrRow       *array.Int32
+	dept         *array.String
+	title, loc   *array.String
+	start, deact *array.Date32
+	custom       *array.String
+	active       *array.Boolean
+	effective    *array.Date32
+}
+
+func colsOf(r arrow.Record) planCols {
+	return planCols{
+		row: r.Column(0).(*array.Int32), action: r.Column(1).(*array.String), userID: r.Column(2).(*array.Int64),
+		eid: r.Column(3).(*array.String), email: r.Column(4).(*array.String), first: r.Column(5).(*array.String),
+		last: r.Column(6).(*array.String), mgrID: r.Column(7).(*array.Int64), mgrRow: r.Column(8).(*array.Int32),
+		dept: r.Column(9).(*array.String), title: r.Column(10).(*array.String), loc: r.Column(11).(*array.String),
+		start: r.Column(12).(*array.Date32), deact: r.Column(13).(*array.Date32), custom: r.Column(14).(*array.String),
+		active: r.Column(15).(*array.Boolean), effective: r.Column(16).(*array.Date32),
+	}
+}
+
+func optStr(a *array.String, i int) any {
+	if a.IsNull(i) {
+		return nil
+	}
+	return a.Value(i)
+}
+
+func optDate(a *array.Date32, i int) any {
+	if a.IsNull(i) {
+		return nil
+	}
+	return a.Value(i).ToTime().Format(time.DateOnly)
+}
+
+// users applies the user actions.
+//
+// New users are the bulk of a first load, so they take the short way: their
+// ids are reserved from the sequence in one query, managers new in the same
+// file and departments are resolved here, and the rows are COPYed straight
+// into users, with their history (built here: a create has no "before")
+// COPYed into user_history. Changes to existing users go through a
+// temporary table and UPDATE … FROM, their history computed in SQL from the
+// state before the change.
+func (a *applier) users(ctx context.Context) error {
+	if len(a.f.Plan.Users) == 0 {
+		return nil
+	}
+	var fileID any
+	if a.f.ID > 0 {
+		fileID = a.f.ID
+	}
+	deptID, deptName, err := a.departmentIndex(ctx)
+	if err != nil {
+		return err
+	}
+	creates, updates := 0, 0
+	for _, r := range a.f.Plan.Users {
+		c := colsOf(r)
+		for i := 0; i < int(r.NumRows()); i++ {
+			if c.action.Value(i) == schemas.ActCreate {
+				creates++
+			} else {
+				updates++
+			}
+		}
+	}
+	// Ids for the new users, by source row.
+	newID := make(map[int32]int64, creates)
+	if creates > 0 {
+		var ids []int64
+		if err := a.tx.SelectContext(ctx, &ids, `SELECT nextval(pg_get_serial_sequence('users', 'id')) FROM generate_series(1, $1)`, creates); err != nil {
+			return fmt.Errorf("apply: reserve user ids: %w", err)
+		}
+		k := 0
+		for _, r := range a.f.Plan.Users {
+			c := colsOf(r)
+			for i := 0; i < int(r.NumRows()); i++ {
+				if c.action.Value(i) == schemas.ActCreate {
+					newID[c.row.Value(i)] = ids[k]
+					k++
+				}
+			}
+		}
+	}
+	manager := func(c planCols, i int) any {
+		if !c.mgrRow.IsNull(i) {
+			if id, ok := newID[c.mgrRow.Value(i)]; ok {
+				return id
+			}
+		}
+		if c.mgrID.IsNull(i) {
+			return nil
+		}
+		return c.mgrID.Value(i)
+	}
+	department := func(c planCols, i int) any {
+		if c.dept.IsNull(i) {
+			return nil
+		}
+		if id, ok := deptID[c.dept.Value(i)]; ok {
+			return id
+		}
+		return nil
+	}
+	// Updates go first: a new user may take the e-mail of one this file
+	// deactivates or renames, and active e-mails are unique as rows are
+	// written.
+	if updates > 0 {
+		if err := a.updates(ctx, manager, department, fileID); err != nil {
+			return err
+		}
+	}
+	if creates > 0 {
+		started := time.Now()
+		if err := a.copyCreates(ctx, newID, manager, department, deptName, fileID); err != nil {
+			return err
+		}
+		if a.run.Log != nil {
+			a.run.Log.Debug("apply step", "file", a.f.Name, "step", "copy creates and their history", "rows", creates, "ms", time.Since(started).Milliseconds())
+		}
+	}
+	return nil
+}
+
+// updates writes the changes to existing users through a temporary table.
+func (a *applier) updates(ctx context.Context, manager, department func(planCols, int) any, fileID any) error {
+	t, run := a.run.Tenant.ID, a.run.ID
+	if err := a.exec(ctx, "create plan_users", `CREATE TEMP TABLE plan_users (row integer, action text, user_id bigint,
+		employee_id text, email text, first_name text, last_name text, manager_user_id bigint, department_id bigint,
+		title text, location text, start_date date, deactivation_date date, custom jsonb, active boolean, effective_date date) ON COMMIT DROP`); err != nil {
+		return err
+	}
+	stmt, err := pipeline.PrepareCopy(ctx, a.tx, "plan_users", "row", "action", "user_id", "employee_id", "email", "first_name",
+		"last_name", "manager_user_id", "department_id", "title", "location", "start_date", "deactivation_date", "custom", "active", "effective_date")
+	if err != nil {
+		return fmt.Errorf("apply: copy updates: %w", err)
+	}
+	for _, r := range a.f.Plan.Users {
+		c := colsOf(r)
+		for i := 0; i < int(r.NumRows()); i++ {
+			if c.action.Value(i) == schemas.ActCreate {
+				continue
+			}
+			if _, err := stmt.ExecContext(ctx, c.row.Value(i), c.action.Value(i), c.userID.Value(i), optStr(c.eid, i), c.email.Value(i),
+				c.first.Value(i), c.last.Value(i), manager(c, i), department(c, i), c.title.Value(i), c.loc.Value(i),
+				optDate(c.start, i), optDate(c.deact, i), c.custom.Value(i), c.active.Value(i), optDate(c.effective, i)); err != nil {
+				stmt.Close()
+				return fmt.Errorf("apply: copy updates: %w", err)
+			}
+		}
+	}
+	if _, err := stmt.ExecContext(ctx); err != nil {
+		stmt.Close()
+		return fmt.Errorf("apply: copy updates: %w", err)
+	}
+	if err := stmt.Close(); err != nil {
+		return fmt.Errorf("apply: copy updates: %w", err)
+	}
+	steps := []struct{ what, q string }{
+		{"history", `INSERT INTO user_history (tenant_id, run_id, file_id, user_id, action, effective_date, changes)
+			SELECT $1, $2, $3, p.user_id, p.action, p.effective_date, ` + historyChanges() + `
+			FROM plan_users p JOIN users u ON u.id = p.user_id
+			LEFT JOIN departments od ON od.id = u.department_id LEFT JOIN departments nd ON nd.id = p.department_id`},
+		// Two users may swap e-mails in one file; the unique index on
+		// active e-mails is checked row by row, so e-mails that change are
+		// first moved out of the way, after history read them, (to a value no address can have).
+		{"free changing e-mails", `UPDATE users u SET email = '#' || u.id || '#' || u.email
+			FROM plan_users p WHERE u.id = p.user_id AND u.tenant_id = $1 AND u.active AND p.email <> u.email`},
+		{"updates", `UPDATE users u SET employee_id = p.employee_id, email = p.email, first_name = p.first_name,
+				last_name = p.last_name, manager_id = p.manager_user_id, department_id = p.department_id, title = p.title,
+				location = p.location, start_date = p.start_date, deactivation_date = p.deactivation_date,
+				custom = p.custom, active = p.active, last_run_id = $2, updated_at = now()
+			FROM plan_users p WHERE u.id = p.user_id AND u.tenant_id = $1`},
+	}
+	for _, s := range steps {
+		if err := a.exec(ctx, s.what, s.q, params(s.q, t, run, fileID)...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// departmentIndex maps the tenant's department keys to ids and names, read
+// once the file's departments exist.
+func (a *applier) departmentIndex(ctx context.Context) (map[string]int64, map[int64]string, error) {
+	rows, err := a.tx.QueryContext(ctx, `SELECT id, name, name_key FROM departments WHERE tenant_id = $1`, a.run.Tenant.ID)
+	if err != nil {
+		return nil, nil, fmt.Errorf("apply: read departments: %w", err)
+	}
+	defer rows.Close()
+	ids, names := map[string]int64{}, map[int64]string{}
+	for rows.Next() {
+		var id int64
+		var name, key string
+		if err := rows.Scan(&id, &name, &key); err != nil {
+			return nil, nil, err
+		}
+		ids[key], names[id] = id, name
+	}
+	return ids, names, rows.Err()
+}
+
+// copyCreates COPYs the new users into users and their history into
+// user_history. The history JSON is what the SQL of updates would give for
+// a user with no "before": every field with a value, as {"new": value}.
+func (a *applier) copyCreates(ctx context.Context, newID map[int32]int64, manager, department func(planCols, int) any,
+	deptName map[int64]string, fileID any) error {
+	users, err := pipeline.PrepareCopy(ctx, a.tx, "users", "id", "tenant_id", "employee_id", "email", "first_name", "last_name",
+		"manager_id", "department_id", "title", "location", "start_date", "deactivation_date", "custom", "active", "last_run_id")
+	if err != nil {
+		return fmt.Errorf("apply: copy new users: %w", err)
+	}
+	type hist struct {
+		id        int64
+		effective any
+		changes   []byte
+	}
+	var history []hist
+	buf := make([]byte, 0, 512)
+	for _, r := range a.f.Plan.Users {
+		c := colsOf(r)
+		for i := 0; i < int(r.NumRows()); i++ {
+			if c.action.Value(i) != schemas.ActCreate {
+				continue
+			}
+			id := newID[c.row.Value(i)]
+			mgr, dept := manager(c, i), department(c, i)
+			if _, err := users.ExecContext(ctx, id, a.run.Tenant.ID, optStr(c.eid, i), c.email.Value(i), c.first.Value(i), c.last.Value(i),
+				mgr, dept, c.title.Value(i), c.loc.Value(i), optDate(c.start, i), optDate(c.deact, i), c.custom.Value(i),
+				c.active.Value(i), a.run.ID); err != nil {
+				users.Close()
+				return fmt.Errorf("apply: copy new users: %w", err)
+			}
+			buf = buf[:0]
+			buf = append(buf, '{')
+			field := func(name string, v any) {
+				if len(buf) > 1 {
+					buf = append(buf, ',')
+				}
+				buf = strconv.AppendQuote(buf, name)
+				buf = append(buf, `:{"new":`...)
+				switch x := v.(type) {
+				case string:
+					b, _ := json.Marshal(x)
+					buf = append(buf, b...)
+				case int64:
+					buf = strconv.AppendInt(buf, x, 10)
+				case bool:
+					buf = strconv.AppendBool(buf, x)
+				case json.RawMessage:
+					buf = append(buf, x...)
+				}
+				buf = append(buf, '}')
+			}
+			if !c.eid.IsNull(i) {
+				field("employee_id", c.eid.Value(i))
+			}
+			field("email", c.email.Value(i))
+			field("first_name", c.first.Value(i))
+			field("last_name", c.last.Value(i))
+			if mgr != nil {
+				field("manager_id", mgr.(int64))
+			}
+			if dept != nil {
+				field("department", deptName[dept.(int64)])
+			}
+			field("title", c.title.Value(i))
+			field("location", c.loc.Value(i))
+			if d := optDate(c.start, i); d != nil {
+				field("start_date", d.(string))
+			}
+			if d := optDate(c.deact, i); d != nil {
+				field("deactivation_date", d.(string))
+			}
+			field("custom", json.RawMessage(c.custom.Value(i)))
+			field("active", c.active.Value(i))
+			buf = append(buf, '}')
+			history = append(history, hist{id: id, effective: optDate(c.effective, i), changes: append([]byte(nil), buf...)})
+		}
+	}
+	if _, err := users.ExecContext(ctx); err != nil {
+		users.Close()
+		return fmt.Errorf("apply: copy new users: %w", err)
+	}
+	if err := users.Close(); err != nil {
+		return fmt.Errorf("apply: copy new users: %w", err)
+	}
+	h, err := pipeline.PrepareCopy(ctx, a.tx, "user_history", "tenant_id", "run_id", "file_id", "user_id", "action", "effective_date", "changes")
+	if err != nil {
+		return fmt.Errorf("apply: copy history: %w", err)
+	}
+	for _, x := range history {
+		if _, err := h.ExecContext(ctx, a.run.Tenant.ID, a.run.ID, fileID, x.id, schemas.ActCreate, x.effective, string(x.changes)); err != nil {
+			h.Close()
+			return fmt.Errorf("apply: copy history: %w", err)
+		}
+	}
+	if _, err := h.ExecContext(ctx); err != nil {
+		h.Close()
+		return fmt.Errorf("apply: copy history: %w", err)
+	}
+	return h.Close()
+}
