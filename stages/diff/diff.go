@@ -43,7 +43,7 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 	plan := &pipeline.Plan{}
 	switch f.Kind {
 	case schemas.KindUsers:
-		snap, err := loadUsers(ctx, run.DB, run.Tenant.ID)
+		snap, err := loadUsers(ctx, run.DB, run.Tenant.ID, f.Rows)
 		if err != nil {
 			return pipeline.Stats{}, err
 		}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"unsafe"
 
 	"github.com/jmoiron/sqlx"
 )
@@ -31,7 +32,9 @@ type users struct {
 
 func (u *users) len() int { return len(u.id) }
 
-func loadUsers(ctx context.Context, db *sqlx.DB, tenant string) (*users, error) {
+// loadUsers reads the tenant's users; sizeHint (the file's rows) presizes
+// the indexes.
+func loadUsers(ctx context.Context, db *sqlx.DB, tenant string, sizeHint int) (*users, error) {
 	rows, err := db.QueryContext(ctx, `SELECT u.id, u.employee_id, u.email, u.first_name, u.last_name,
 		COALESCE(u.manager_id, 0), COALESCE(d.name_key, ''), u.title, u.location,
 		(u.start_date - DATE '1970-01-01'), (u.deactivation_date - DATE '1970-01-01'), u.custom::text, u.active
@@ -41,47 +44,73 @@ func loadUsers(ctx context.Context, db *sqlx.DB, tenant string) (*users, error) 
 		return nil, fmt.Errorf("diff: read users: %w", err)
 	}
 	defer rows.Close()
-	u := &users{byID: map[int64]int{}, byEID: map[string]int{}, byEmail: map[string]int{}, byEmailInact: map[string]int{}}
+	u := &users{byID: make(map[int64]int, sizeHint), byEID: make(map[string]int, sizeHint),
+		byEmail: make(map[string]int, sizeHint), byEmailInact: map[string]int{}}
+	// Strings are scanned as raw bytes and kept in a chunked arena: a
+	// million users would otherwise be ten million small allocations.
+	var ar arena
+	var (
+		id, mgr                int64
+		eid                    sql.RawBytes
+		email, first, last     sql.RawBytes
+		dept, title, loc, cust sql.RawBytes
+		active                 bool
+		sd, dd                 sql.NullInt32
+	)
 	for rows.Next() {
-		var (
-			id, mgr                int64
-			eid                    sql.NullString
-			email, first, last     string
-			dept, title, loc, cust string
-			active                 bool
-		)
-		var sd, dd sql.NullInt32
 		if err := rows.Scan(&id, &eid, &email, &first, &last, &mgr, &dept, &title, &loc, &sd, &dd, &cust, &active); err != nil {
 			return nil, fmt.Errorf("diff: read users: %w", err)
 		}
 		i := len(u.id)
+		em := ar.str(email)
 		u.id = append(u.id, id)
-		u.eid = append(u.eid, eid.String)
-		u.hasEID = append(u.hasEID, eid.Valid)
-		u.email = append(u.email, email)
-		u.first = append(u.first, first)
-		u.last = append(u.last, last)
+		u.eid = append(u.eid, ar.str(eid))
+		u.hasEID = append(u.hasEID, eid != nil)
+		u.email = append(u.email, em)
+		u.first = append(u.first, ar.str(first))
+		u.last = append(u.last, ar.str(last))
 		u.manager = append(u.manager, mgr)
-		u.deptKey = append(u.deptKey, dept)
-		u.title = append(u.title, title)
-		u.loc = append(u.loc, loc)
+		u.deptKey = append(u.deptKey, ar.str(dept))
+		u.title = append(u.title, ar.str(title))
+		u.loc = append(u.loc, ar.str(loc))
 		u.start = append(u.start, sd.Int32)
 		u.hasStart = append(u.hasStart, sd.Valid)
 		u.deact = append(u.deact, dd.Int32)
 		u.hasDeact = append(u.hasDeact, dd.Valid)
-		u.custom = append(u.custom, canonicalJSON(cust))
+		if len(cust) == 2 && cust[0] == '{' && cust[1] == '}' {
+			u.custom = append(u.custom, "{}")
+		} else {
+			u.custom = append(u.custom, canonicalJSON(string(cust)))
+		}
 		u.active = append(u.active, active)
 		u.byID[id] = i
-		if eid.Valid {
-			u.byEID[eid.String] = i
+		if eid != nil {
+			u.byEID[u.eid[i]] = i
 		}
 		if active {
-			u.byEmail[email] = i
+			u.byEmail[em] = i
 		} else {
-			u.byEmailInact[email] = i // ordered by id: the latest wins
+			u.byEmailInact[em] = i // ordered by id: the latest wins
 		}
 	}
 	return u, rows.Err()
+}
+
+// arena hands out strings that share large byte chunks. A chunk is never
+// written again once a string points into it; a full chunk is left to the
+// strings that use it and a new one started.
+type arena struct{ buf []byte }
+
+func (a *arena) str(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	if cap(a.buf)-len(a.buf) < len(b) {
+		a.buf = make([]byte, 0, max(1<<20, len(b)))
+	}
+	start := len(a.buf)
+	a.buf = append(a.buf, b...)
+	return unsafe.String(&a.buf[start], len(b))
 }
 
 // canonicalJSON re-encodes a stored custom object the way mergeCustom
