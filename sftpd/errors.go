@@ -33,7 +33,7 @@ var (
 	errReadOnly  = denied("roster: permission denied: this folder is read-only; upload files to /incoming")
 	errNoDirs    = denied("roster: permission denied: folders cannot be created or removed")
 	errNoLinks   = denied("roster: permission denied: links are not supported")
-	errBadName   = denied("roster: permission denied: file names must not start with '.' nor contain '/', '\\', control characters or invalid UTF-8")
+	errBadName   = denied("roster: permission denied: file names must not start with '.' nor contain '/', '\\', control characters (bidirectional ones included) or invalid UTF-8")
 	errNameLong  = denied("roster: permission denied: file name too long")
 	errOutside   = denied("roster: permission denied: path leads outside your home")
 	errSymlink   = denied("roster: permission denied: symbolic links are not followed")

@@ -127,7 +127,10 @@ func (s *Server) removeStalePartials(root *os.Root, tenant string) {
 // checkName validates one component of a client path. Names starting with
 // '.' are refused (this covers ".", ".." and our own .partial); so are
 // control characters (newlines in names break logs, reports and e-mails),
-// backslashes (a Windows path sent by mistake), and invalid UTF-8.
+// backslashes (a Windows path sent by mistake), invalid UTF-8, and the
+// Unicode bidirectional controls, which make a name display as another
+// ("users\u202Evsc.exe" shows as "usersexe.csv") in listings, reports and
+// e-mails.
 func checkName(name string) error {
 	if name == "" || name[0] == '.' || !utf8.ValidString(name) {
 		return errBadName
@@ -136,11 +139,17 @@ func checkName(name string) error {
 		return errNameLong
 	}
 	for _, r := range name {
-		if r < 0x20 || r == 0x7f || r == '/' || r == '\\' || (r >= 0x80 && r < 0xa0) {
+		if r < 0x20 || r == 0x7f || r == '/' || r == '\\' || (r >= 0x80 && r < 0xa0) || bidiControl(r) {
 			return errBadName
 		}
 	}
 	return nil
+}
+
+// bidiControl reports whether r is one of Unicode's bidirectional
+// formatting characters (ALM, LRM, RLM, LRE…RLO, LRI…PDI).
+func bidiControl(r rune) bool {
+	return r == 0x061c || r == 0x200e || r == 0x200f || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069)
 }
 
 // splitPath turns a client path into validated components. pkg/sftp has

@@ -233,72 +233,18 @@ func (a *applier) copyCreates(ctx context.Context, newID map[int32]int64, manage
 	if err != nil {
 		return fmt.Errorf("apply: copy new users: %w", err)
 	}
-	type hist struct {
-		id        int64
-		effective any
-		changes   []byte
-	}
-	var history []hist
-	buf := make([]byte, 0, 512)
 	for _, r := range a.f.Plan.Users {
 		c := colsOf(r)
 		for i := 0; i < int(r.NumRows()); i++ {
 			if c.action.Value(i) != schemas.ActCreate {
 				continue
 			}
-			id := newID[c.row.Value(i)]
-			mgr, dept := manager(c, i), department(c, i)
-			if _, err := users.ExecContext(ctx, id, a.run.Tenant.ID, optStr(c.eid, i), c.email.Value(i), c.first.Value(i), c.last.Value(i),
-				mgr, dept, c.title.Value(i), c.loc.Value(i), optDate(c.start, i), optDate(c.deact, i), c.custom.Value(i),
+			if _, err := users.ExecContext(ctx, newID[c.row.Value(i)], a.run.Tenant.ID, optStr(c.eid, i), c.email.Value(i), c.first.Value(i), c.last.Value(i),
+				manager(c, i), department(c, i), c.title.Value(i), c.loc.Value(i), optDate(c.start, i), optDate(c.deact, i), c.custom.Value(i),
 				c.active.Value(i), a.run.ID); err != nil {
 				users.Close()
 				return fmt.Errorf("apply: copy new users: %w", err)
 			}
-			buf = buf[:0]
-			buf = append(buf, '{')
-			field := func(name string, v any) {
-				if len(buf) > 1 {
-					buf = append(buf, ',')
-				}
-				buf = strconv.AppendQuote(buf, name)
-				buf = append(buf, `:{"new":`...)
-				switch x := v.(type) {
-				case string:
-					b, _ := json.Marshal(x)
-					buf = append(buf, b...)
-				case int64:
-					buf = strconv.AppendInt(buf, x, 10)
-				case bool:
-					buf = strconv.AppendBool(buf, x)
-				case json.RawMessage:
-					buf = append(buf, x...)
-				}
-				buf = append(buf, '}')
-			}
-			if !c.eid.IsNull(i) {
-				field("employee_id", c.eid.Value(i))
-			}
-			field("email", c.email.Value(i))
-			field("first_name", c.first.Value(i))
-			field("last_name", c.last.Value(i))
-			if mgr != nil {
-				field("manager_id", mgr.(int64))
-			}
-			if dept != nil {
-				field("department", deptName[dept.(int64)])
-			}
-			field("title", c.title.Value(i))
-			field("location", c.loc.Value(i))
-			if d := optDate(c.start, i); d != nil {
-				field("start_date", d.(string))
-			}
-			if d := optDate(c.deact, i); d != nil {
-				field("deactivation_date", d.(string))
-			}
-			field("custom", json.RawMessage(c.custom.Value(i)))
-			field("active", c.active.Value(i))
-			buf = append(buf, '}')
-			history = append(history, hist{id: id, effective: optDate(c.effective, i), changes: append([]byte(nil), buf...)})
 		}
 	}
 	if _, err := users.ExecContext(ctx); err != nil {
@@ -308,14 +254,26 @@ func (a *applier) copyCreates(ctx context.Context, newID map[int32]int64, manage
 	if err := users.Close(); err != nil {
 		return fmt.Errorf("apply: copy new users: %w", err)
 	}
+	// Second pass, once the users are in (one COPY at a time per
+	// connection): their history, built row by row into one reused buffer
+	// rather than held for the whole file.
 	h, err := pipeline.PrepareCopy(ctx, a.tx, "user_history", "tenant_id", "run_id", "file_id", "user_id", "action", "effective_date", "changes")
 	if err != nil {
 		return fmt.Errorf("apply: copy history: %w", err)
 	}
-	for _, x := range history {
-		if _, err := h.ExecContext(ctx, a.run.Tenant.ID, a.run.ID, fileID, x.id, schemas.ActCreate, x.effective, string(x.changes)); err != nil {
-			h.Close()
-			return fmt.Errorf("apply: copy history: %w", err)
+	buf := make([]byte, 0, 512)
+	for _, r := range a.f.Plan.Users {
+		c := colsOf(r)
+		for i := 0; i < int(r.NumRows()); i++ {
+			if c.action.Value(i) != schemas.ActCreate {
+				continue
+			}
+			buf = createHistory(buf[:0], c, i, manager(c, i), department(c, i), deptName)
+			if _, err := h.ExecContext(ctx, a.run.Tenant.ID, a.run.ID, fileID, newID[c.row.Value(i)], schemas.ActCreate,
+				optDate(c.effective, i), string(buf)); err != nil {
+				h.Close()
+				return fmt.Errorf("apply: copy history: %w", err)
+			}
 		}
 	}
 	if _, err := h.ExecContext(ctx); err != nil {
@@ -323,4 +281,53 @@ func (a *applier) copyCreates(ctx context.Context, newID map[int32]int64, manage
 		return fmt.Errorf("apply: copy history: %w", err)
 	}
 	return h.Close()
+}
+
+// createHistory appends a new user's history JSON to buf: what the SQL of
+// updates gives for a user with no "before", every field with a value as
+// {"new": value}.
+func createHistory(buf []byte, c planCols, i int, mgr, dept any, deptName map[int64]string) []byte {
+	buf = append(buf, '{')
+	field := func(name string, v any) {
+		if len(buf) > 1 {
+			buf = append(buf, ',')
+		}
+		buf = strconv.AppendQuote(buf, name)
+		buf = append(buf, `:{"new":`...)
+		switch x := v.(type) {
+		case string:
+			b, _ := json.Marshal(x)
+			buf = append(buf, b...)
+		case int64:
+			buf = strconv.AppendInt(buf, x, 10)
+		case bool:
+			buf = strconv.AppendBool(buf, x)
+		case json.RawMessage:
+			buf = append(buf, x...)
+		}
+		buf = append(buf, '}')
+	}
+	if !c.eid.IsNull(i) {
+		field("employee_id", c.eid.Value(i))
+	}
+	field("email", c.email.Value(i))
+	field("first_name", c.first.Value(i))
+	field("last_name", c.last.Value(i))
+	if mgr != nil {
+		field("manager_id", mgr.(int64))
+	}
+	if dept != nil {
+		field("department", deptName[dept.(int64)])
+	}
+	field("title", c.title.Value(i))
+	field("location", c.loc.Value(i))
+	if d := optDate(c.start, i); d != nil {
+		field("start_date", d.(string))
+	}
+	if d := optDate(c.deact, i); d != nil {
+		field("deactivation_date", d.(string))
+	}
+	field("custom", json.RawMessage(c.custom.Value(i)))
+	field("active", c.active.Value(i))
+	return append(buf, '}')
 }

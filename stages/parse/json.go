@@ -91,14 +91,21 @@ func eachObject(ctx context.Context, path string, fn func(row int, obj map[strin
 	}
 	defer in.Close()
 	text, _ := openText(in)
-	br := bufio.NewReaderSize(text, 1<<20)
+	b.lim = newRecordLimiter(text, int64(b.maxRecord))
+	br := bufio.NewReaderSize(b.lim, 1<<20)
 	b.rest = br
 	dec := json.NewDecoder(br)
+	row, done := 0, 0 // objects begun, objects read whole
 	fail := func(err error) error {
 		var enc *errEncoding
 		if errors.As(err, &enc) {
 			b.found.set(catEncoding, "the file "+enc.Error())
 			return nil
+		}
+		var tl *errRecordTooLong
+		if errors.As(err, &tl) {
+			b.tooLong(fmt.Sprintf("object %d of the JSON array", done+1))
+			return b.checkRest()
 		}
 		var se *json.SyntaxError
 		if errors.As(err, &se) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
@@ -120,7 +127,7 @@ func eachObject(ctx context.Context, path string, fn func(row int, obj map[strin
 		b.found.set(catMalformed, "a JSON file must be an array of objects ([{…}, {…}])")
 		return b.checkRest()
 	}
-	row := 0
+	b.lim.mark(dec.InputOffset())
 	for dec.More() {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -130,6 +137,10 @@ func eachObject(ctx context.Context, path string, fn func(row int, obj map[strin
 		if err := dec.Decode(&raw); err != nil {
 			return fail(err)
 		}
+		if !b.recordEnd(dec.InputOffset(), fmt.Sprintf("object %d of the JSON array", row)) {
+			return b.checkRest()
+		}
+		done = row
 		var obj map[string]json.RawMessage
 		bad := ""
 		if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {

@@ -25,9 +25,15 @@ import (
 
 // Option names.
 const (
-	OptBatchRows = "batch_rows"
-	OptMaxFields = "max_fields"
+	OptBatchRows      = "batch_rows"
+	OptMaxFields      = "max_fields"
+	OptMaxRecordBytes = "max_record_bytes"
 )
+
+// defaultMaxRecordBytes bounds one CSV row or JSON object: a real row of
+// the template is well under 10 KiB, and a hostile single 200 MB line must
+// not be held in memory (several times over) to find out it is wrong.
+const defaultMaxRecordBytes = 1 << 20
 
 // Spec declares the stage.
 func Spec() pipeline.Spec {
@@ -37,18 +43,22 @@ func Spec() pipeline.Spec {
 		Fields: []pipeline.Field{
 			{Name: OptBatchRows, Default: 65536, Help: "rows per Arrow record batch; larger batches mean fewer, bigger allocations"},
 			{Name: OptMaxFields, Default: 1000, Help: "most columns a header may have; a wider header is rejected as malformed_csv before rows are read"},
+			{Name: OptMaxRecordBytes, Default: defaultMaxRecordBytes, Help: "most bytes one CSV row (header included) or JSON object may have; reading stops at a longer one and the file is rejected as malformed_csv, so a huge line is never held in memory"},
 		},
 		New: func(o pipeline.Options) (any, error) {
-			s := stage{batchRows: o.Int(OptBatchRows), maxFields: o.Int(OptMaxFields)}
-			if s.batchRows < 1 || s.maxFields < 1 {
-				return nil, errors.New("batch_rows and max_fields must be positive")
+			s := stage{batchRows: o.Int(OptBatchRows), maxFields: o.Int(OptMaxFields), maxRecord: o.Int(OptMaxRecordBytes)}
+			if _, set := o[OptMaxRecordBytes]; !set {
+				s.maxRecord = defaultMaxRecordBytes // callers building the stage by hand (fuzz tests)
+			}
+			if s.batchRows < 1 || s.maxFields < 1 || s.maxRecord < 1 {
+				return nil, errors.New("batch_rows, max_fields and max_record_bytes must be positive")
 			}
 			return s, nil
 		},
 	}
 }
 
-type stage struct{ batchRows, maxFields int }
+type stage struct{ batchRows, maxFields, maxRecord int }
 
 // finding categories, in the order FILE_RULES.md checks them.
 const (
@@ -193,11 +203,31 @@ type builder struct {
 	warned     []pipeline.Issue
 	// rest is the text the reader reads from, for checkRest.
 	rest io.Reader
+	// lim bounds one record (max_record_bytes) under rest.
+	lim *recordLimiter
 }
 
 func (b *builder) reset() {
 	b.release()
 	*b = builder{stage: b.stage, run: b.run, f: b.f, mem: b.mem}
+}
+
+// tooLong records the finding for a record over max_record_bytes; what is
+// the record's name in the file ("row 7", "object 3").
+func (b *builder) tooLong(what string) {
+	b.found.set(catMalformed, fmt.Sprintf("%s is longer than %d bytes, the most roster reads in one record; reading stopped there. A line break is probably missing: export the file again as CSV UTF-8", what, b.maxRecord))
+}
+
+// recordEnd checks the record that ended at offset end (the decoder's input
+// offset) against max_record_bytes and marks the start of the next one. It
+// reports false, with the finding recorded, when the record was too long.
+func (b *builder) recordEnd(end int64, what string) bool {
+	if end-b.lim.start > int64(b.maxRecord) {
+		b.tooLong(what)
+		return false
+	}
+	b.lim.mark(end)
+	return true
 }
 
 func (b *builder) release() {
@@ -327,7 +357,8 @@ func (b *builder) rejectRow(row int, code, msg, value string) {
 }
 
 func (b *builder) readCSV(ctx context.Context, text io.Reader, comma rune) error {
-	br := bufio.NewReaderSize(text, 1<<20)
+	b.lim = newRecordLimiter(text, int64(b.maxRecord))
+	br := bufio.NewReaderSize(b.lim, 1<<20)
 	b.rest = br
 	r := csv.NewReader(br)
 	r.Comma = comma
@@ -336,6 +367,9 @@ func (b *builder) readCSV(ctx context.Context, text io.Reader, comma rune) error
 	hdr, err := r.Read()
 	if err != nil {
 		return b.csvError(err, 1)
+	}
+	if !b.recordEnd(r.InputOffset(), "row 1 (the header)") {
+		return b.checkRest()
 	}
 	if len(hdr) > b.maxFields {
 		b.found.set(catMalformed, fmt.Sprintf("the header has %d columns, more than the %d roster reads; check the file is our template", len(hdr), b.maxFields))
@@ -378,6 +412,9 @@ func (b *builder) readCSV(ctx context.Context, text io.Reader, comma rune) error
 			row += start - prevEnd - 1
 		}
 		row++
+		if !b.recordEnd(r.InputOffset(), fmt.Sprintf("row %d", row)) {
+			return b.checkRest()
+		}
 		last := rec[len(rec)-1]
 		lastLine, _ := r.FieldPos(len(rec) - 1)
 		prevEnd = lastLine + strings.Count(last, "\n")
@@ -434,6 +471,9 @@ func (b *builder) drain(r *csv.Reader) error {
 			return b.csvError(err, rows+2)
 		}
 		rows++
+		if !b.recordEnd(r.InputOffset(), fmt.Sprintf("row %d", rows+1)) {
+			return b.checkRest()
+		}
 	}
 	if rows == 0 {
 		b.found.set(catEmpty, "the file has a header but no data rows")
@@ -447,6 +487,11 @@ func (b *builder) csvError(err error, row int) error {
 	if errors.As(err, &enc) {
 		b.found.set(catEncoding, "the file "+enc.Error())
 		return nil
+	}
+	var tl *errRecordTooLong
+	if errors.As(err, &tl) {
+		b.tooLong(fmt.Sprintf("row %d", row))
+		return b.checkRest()
 	}
 	if err == io.EOF {
 		b.found.set(catEmpty, "the file is empty; export the users again and upload the file with its header row")
@@ -474,6 +519,9 @@ func (b *builder) csvError(err error, row int) error {
 func (b *builder) checkRest() error {
 	if b.rest == nil {
 		return nil
+	}
+	if b.lim != nil {
+		b.lim.off = true // only the encoding is checked now, streaming
 	}
 	_, err := io.Copy(io.Discard, b.rest)
 	var enc *errEncoding

@@ -157,3 +157,58 @@ func (t *textReader) check(b []byte) error {
 	}
 	return nil
 }
+
+// errRecordTooLong stops reading a record longer than the stage's
+// max_record_bytes: a single 200 MB line must not be buffered whole (and
+// copied again into fields and strings) by encoding/csv or encoding/json.
+type errRecordTooLong struct{ limit int64 }
+
+func (e *errRecordTooLong) Error() string {
+	return fmt.Sprintf("a record is longer than %d bytes", e.limit)
+}
+
+// recordLimiter sits between the text and the buffered reader a CSV or
+// JSON decoder reads from. The parser marks where each record ends (the
+// decoder's input offset); the limiter fails once more than limit bytes,
+// plus what the buffers above it may hold read ahead (slack), went by
+// since that mark. Memory for one record is thus bounded by about
+// limit+slack, whatever the file holds.
+type recordLimiter struct {
+	r     io.Reader
+	limit int64
+	slack int64
+	pos   int64 // bytes passed to the reader above
+	start int64 // where the current record begins, in the same bytes
+	off   bool  // disarmed: reading on only to check the encoding
+	err   error
+}
+
+// recordSlack covers the read-ahead of the buffers above the limiter: the
+// parser's 1 MiB bufio.Reader and one refill of encoding/json's buffer.
+const recordSlack = 2<<20 + 64<<10
+
+func newRecordLimiter(r io.Reader, limit int64) *recordLimiter {
+	return &recordLimiter{r: r, limit: limit, slack: recordSlack}
+}
+
+// mark records that everything before offset was consumed as whole records.
+func (l *recordLimiter) mark(offset int64) { l.start = offset }
+
+func (l *recordLimiter) Read(p []byte) (int, error) {
+	if l.err != nil && !l.off {
+		return 0, l.err
+	}
+	if !l.off && l.limit > 0 {
+		room := l.start + l.limit + l.slack - l.pos
+		if room <= 0 {
+			l.err = &errRecordTooLong{limit: l.limit}
+			return 0, l.err
+		}
+		if int64(len(p)) > room {
+			p = p[:room]
+		}
+	}
+	n, err := l.r.Read(p)
+	l.pos += int64(n)
+	return n, err
+}

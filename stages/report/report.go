@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/roster-hr/roster/pipeline"
 )
@@ -29,8 +31,30 @@ func Spec() pipeline.Spec {
 
 type stage struct{}
 
-// Name is the report's file name for an upload.
-func Name(upload string) string { return upload + ".report.csv" }
+// Name is the report's file name for an upload. The upload's name is the
+// customer's (or a foreign server's, or was planted on disk): characters
+// that would break a listing, a log line or an e-mail header, or make the
+// name display as another, become spaces, so the report gets a name the
+// embedded server lists as it is. These are control characters, invalid
+// UTF-8, U+2028/U+2029, backslashes and the bidirectional controls; e-mail's
+// oneLine maps a subset of them the same way, so the name an e-mail gives,
+// Name(oneLine(n)), is the report's Name(n).
+func Name(upload string) string {
+	if !strings.ContainsFunc(upload, unsafeNameRune) && utf8.ValidString(upload) {
+		return upload + ".report.csv"
+	}
+	return strings.Map(func(r rune) rune {
+		if unsafeNameRune(r) {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(upload, "\uFFFD")) + ".report.csv"
+}
+
+func unsafeNameRune(r rune) bool {
+	return unicode.IsControl(r) || r == utf8.RuneError || r == '\u2028' || r == '\u2029' || r == '\\' ||
+		r == 0x061c || r == 0x200e || r == 0x200f || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069)
+}
 
 func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (pipeline.Stats, error) {
 	if run.DryRun || !f.Remote || run.Store == nil || f.Status == pipeline.StatusFailed {
