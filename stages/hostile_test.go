@@ -615,10 +615,7 @@ func TestHostileFileNamesStuck(t *testing.T) {
 			t.Logf("run %s (%s): %s; file %s", res.Status, res.FailureClass, res.Reason, res.Files[0].Status)
 			_, still := os.Lstat(filepath.Join(home, "incoming", name))
 			if res.FailureClass == pipeline.ClassSystem && still == nil {
-				// Known gap, outside the packages this test's author could
-				// change (pipeline's ledger, stages/fetch/store): see the
-				// README's Reliability section.
-				t.Skipf("known gap: the file fails every run as a system failure and stays in incoming/: %s", res.Reason)
+				t.Fatalf("the file fails the tenant's runs as a system failure and stays in incoming/: %s", res.Reason)
 			}
 			if still == nil {
 				t.Errorf("the file is still in incoming/ after a %s run (%s)", res.Status, res.Reason)

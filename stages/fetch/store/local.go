@@ -43,7 +43,7 @@ func (l *local) List(ctx context.Context) ([]pipeline.RemoteFile, error) {
 	var files []pipeline.RemoteFile
 	for _, e := range entries {
 		name := e.Name()
-		if hidden(name) || IsMarker(name) || !e.Type().IsRegular() {
+		if !listable(name) || IsMarker(name) || !e.Type().IsRegular() {
 			continue
 		}
 		st, err := os.Lstat(filepath.Join(dir, name))

@@ -509,7 +509,7 @@ func (t *sftpTenant) poll(ctx context.Context) ([]pipeline.RemoteFile, int, erro
 	for _, info := range infos {
 		// OpenSSH's readdir reports lstat attributes: links are not regular.
 		name := info.Name()
-		if hidden(name) || !info.Mode().IsRegular() {
+		if !listable(name) || !info.Mode().IsRegular() {
 			continue
 		}
 		present[name] = true

@@ -31,6 +31,7 @@ import (
 	"io"
 	"io/fs"
 	"strings"
+	"unicode/utf8"
 )
 
 // Folders of a tenant home.
@@ -70,6 +71,17 @@ func MarkerNames(name string) []string {
 // hidden reports whether a directory entry is never shown: dot-files,
 // which include the temporary files PutReport writes.
 func hidden(name string) bool { return strings.HasPrefix(name, ".") }
+
+// listable reports whether a name in incoming/ can go through a run: one
+// the store would refuse to open, or that is not valid UTF-8 (the ledger
+// cannot store it), is never listed, so it cannot fail every run of the
+// tenant and block the files behind it. The embedded server never accepts
+// such names; they come from a customer's own server or the host.
+func listable(name string) bool {
+	// Control characters are listed: those files are processed, and their
+	// reports get cleaned names (report.Name).
+	return checkName(name) == nil && utf8.ValidString(name)
+}
 
 // checkName refuses anything but a plain file name in a home folder.
 func checkName(name string) error {
