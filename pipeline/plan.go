@@ -8,10 +8,7 @@ import "github.com/apache/arrow/go/v17/arrow"
 type Plan struct {
 	Users       []arrow.Record
 	Departments []arrow.Record
-	// DepartmentsToCheck are department keys a department file asks to
-	// deactivate; apply deactivates those with no active user or child at
-	// the end of the file and reports the others.
-	Counts Counts
+	Counts      Counts
 }
 
 // Release frees the plan's Arrow memory.
