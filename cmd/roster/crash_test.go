@@ -106,7 +106,7 @@ func TestCrashCampaign(t *testing.T) {
 		cmd.Env = append(os.Environ(), "DATABASE_URL="+url)
 		return cmd
 	}
-	setup := func() (*sqlx.DB, string) {
+	setup := func(t *testing.T) (*sqlx.DB, string) {
 		db, url := pgtest.New(t)
 		if out, err := roster(context.Background(), url, "tenant", "add", "acme").CombinedOutput(); err != nil {
 			t.Fatalf("tenant add: %v %s", err, out)
@@ -115,7 +115,7 @@ func TestCrashCampaign(t *testing.T) {
 	}
 	fullRun := []string{"run", "--tenant", "acme", "--date", "2026-03-02", "--file", depts, "--file", users}
 
-	refDB, refURL := setup()
+	refDB, refURL := setup(t)
 	started := time.Now()
 	if out, err := roster(context.Background(), refURL, fullRun...).CombinedOutput(); err != nil {
 		t.Fatalf("reference run: %v %s", err, out)
@@ -128,35 +128,42 @@ func TestCrashCampaign(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, 1))
 	trials, killedMidRun := crashTrials(t), 0
 	for i := 0; i < trials; i++ {
-		db, url := setup()
-		cmd := roster(context.Background(), url, fullRun...)
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		wait := time.Duration(rng.Int64N(int64(clean)*8/10 + 1))
-		time.Sleep(wait)
-		cmd.Process.Signal(syscall.SIGKILL) //nolint:errcheck // it may have finished
-		err := cmd.Wait()
-		if err != nil {
-			killedMidRun++
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		again := time.Now()
-		out, rerr := roster(ctx, url, fullRun...).CombinedOutput()
-		cancel()
-		if rerr != nil {
-			t.Fatalf("trial %d (killed after %s): the re-run failed: %v\n%s", i, wait, rerr, out)
-		}
-		if got := state(t, db); got != want {
-			t.Fatalf("trial %d (killed after %s): state differs from a clean run", i, wait)
-		}
-		var stale int
-		db.Get(&stale, `SELECT count(*) FROM runs WHERE status = 'running' OR (status = 'failed' AND failure_reason = '')`) //nolint:errcheck
-		if stale != 0 {
-			t.Fatalf("trial %d: %d runs left running or failed without a reason", i, stale)
-		}
-		if d := time.Since(again); d > clean*3+5*time.Second {
-			t.Fatalf("trial %d: the re-run took %s: blocked by the dead run?", i, d)
+		// A subtest per trial: its database and pool go when it ends, so a
+		// hundred trials never hold a hundred pools.
+		t.Run(fmt.Sprintf("trial-%d", i), func(t *testing.T) {
+			db, url := setup(t)
+			cmd := roster(context.Background(), url, fullRun...)
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			wait := time.Duration(rng.Int64N(int64(clean)*8/10 + 1))
+			time.Sleep(wait)
+			cmd.Process.Signal(syscall.SIGKILL) //nolint:errcheck // it may have finished
+			err := cmd.Wait()
+			if err != nil {
+				killedMidRun++
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			again := time.Now()
+			out, rerr := roster(ctx, url, fullRun...).CombinedOutput()
+			cancel()
+			if rerr != nil {
+				t.Fatalf("trial %d (killed after %s): the re-run failed: %v\n%s", i, wait, rerr, out)
+			}
+			if got := state(t, db); got != want {
+				t.Fatalf("trial %d (killed after %s): state differs from a clean run", i, wait)
+			}
+			var stale int
+			db.Get(&stale, `SELECT count(*) FROM runs WHERE status = 'running' OR (status = 'failed' AND failure_reason = '')`) //nolint:errcheck
+			if stale != 0 {
+				t.Fatalf("trial %d: %d runs left running or failed without a reason", i, stale)
+			}
+			if d := time.Since(again); d > clean*3+5*time.Second {
+				t.Fatalf("trial %d: the re-run took %s: blocked by the dead run?", i, d)
+			}
+		})
+		if t.Failed() {
+			break
 		}
 	}
 	t.Logf("%d trials, %d killed mid-run, all equal to a clean run", trials, killedMidRun)
