@@ -52,6 +52,11 @@ func rosterBinary(t *testing.T) string {
 // and how often the file was applied.
 func state(t *testing.T, db *sqlx.DB) string {
 	t.Helper()
+	// Freshly loaded tables have no statistics until autovacuum comes by;
+	// without them these joins sometimes took a minute.
+	if _, err := db.Exec(`ANALYZE users, departments, user_history, run_files`); err != nil {
+		t.Fatal(err)
+	}
 	var parts []string
 	for _, q := range []string{
 		`SELECT string_agg(concat_ws(',', u.employee_id, u.email, u.first_name, u.last_name, m.email, d.name, u.title, u.location,
@@ -126,7 +131,7 @@ func TestCrashCampaign(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("clean run %s; seed %d", clean.Round(time.Millisecond), seed)
 	rng := rand.New(rand.NewPCG(seed, 1))
-	trials, killedMidRun := crashTrials(t), 0
+	trials, killedMidRun, done := crashTrials(t), 0, 0
 	for i := 0; i < trials; i++ {
 		// A subtest per trial: its database and pool go when it ends, so a
 		// hundred trials never hold a hundred pools.
@@ -145,7 +150,28 @@ func TestCrashCampaign(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			again := time.Now()
-			out, rerr := roster(ctx, url, fullRun...).CombinedOutput()
+			// A re-run slower than a clean run plus margin is caught in the
+			// act: what its database sessions wait on, and (SIGQUIT) where
+			// its goroutines are, say why.
+			var activity string
+			rerun := roster(ctx, url, fullRun...)
+			var outBuf strings.Builder
+			rerun.Stdout, rerun.Stderr = &outBuf, &outBuf
+			if err := rerun.Start(); err != nil {
+				t.Fatal(err)
+			}
+			slow := time.AfterFunc(clean*2+3*time.Second, func() {
+				db.Get(&activity, `SELECT coalesce(string_agg(format('pid %s %s wait=%s/%s age=%s: %s', pid, state, wait_event_type, wait_event,
+					now() - query_start, left(query, 120)), E'\n'), '') FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`) //nolint:errcheck
+				rerun.Process.Signal(syscall.SIGQUIT) //nolint:errcheck // the Go runtime prints every goroutine and exits
+			})
+			rerr := rerun.Wait()
+			took := time.Since(again)
+			out := outBuf.String()
+			if !slow.Stop() {
+				t.Fatalf("trial %d (killed after %s): the re-run was still going after %s: blocked by the dead run? sessions:\n%s\nits goroutines:\n%s",
+					i, wait, clean*2+3*time.Second, activity, out)
+			}
 			cancel()
 			if rerr != nil {
 				t.Fatalf("trial %d (killed after %s): the re-run failed: %v\n%s", i, wait, rerr, out)
@@ -158,13 +184,14 @@ func TestCrashCampaign(t *testing.T) {
 			if stale != 0 {
 				t.Fatalf("trial %d: %d runs left running or failed without a reason", i, stale)
 			}
-			if d := time.Since(again); d > clean*3+5*time.Second {
-				t.Fatalf("trial %d: the re-run took %s: blocked by the dead run?", i, d)
+			if took > clean*3+5*time.Second {
+				t.Fatalf("trial %d (killed after %s): the re-run took %s: blocked by the dead run? sessions while it was slow:\n%s", i, wait, took, activity)
 			}
 		})
 		if t.Failed() {
 			break
 		}
+		done++
 	}
-	t.Logf("%d trials, %d killed mid-run, all equal to a clean run", trials, killedMidRun)
+	t.Logf("%d of %d trials passed, %d killed mid-run", done, trials, killedMidRun)
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -187,7 +188,7 @@ func (a *app) open(ctx context.Context) (*sqlx.DB, error) {
 	if a.dbURL == "" {
 		return nil, usagef("no database: set DATABASE_URL or --db (make db starts a local one)")
 	}
-	db, err := sqlx.Open("postgres", a.dbURL)
+	db, err := sqlx.Open("postgres", withDeadClientCheck(a.dbURL))
 	if err != nil {
 		return nil, usagef("database URL: %v", err)
 	}
@@ -202,6 +203,26 @@ func (a *app) open(ctx context.Context) (*sqlx.DB, error) {
 	}
 	a.db = db
 	return db, nil
+}
+
+// withDeadClientCheck asks PostgreSQL (14+) to check every second whether
+// the client of a running statement is still there. Without it, a process
+// killed during a long server-side statement leaves its backend running to
+// the statement's end, holding the transaction's row locks and uncommitted
+// index entries that the next run would wait on: a dead process's claims
+// must die with it. An operator's own setting in the URL wins.
+func withDeadClientCheck(dbURL string) string {
+	const param = "client_connection_check_interval"
+	u, err := url.Parse(dbURL)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return dbURL // a key=value DSN, or unparseable: left as given
+	}
+	q := u.Query()
+	if q.Get(param) == "" {
+		q.Set(param, "1000")
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
 }
 
 // flags makes a subcommand flag set whose errors are usage errors.
