@@ -296,8 +296,7 @@ func createHistory(buf []byte, c planCols, i int, mgr, dept any, deptName map[in
 		buf = append(buf, `:{"new":`...)
 		switch x := v.(type) {
 		case string:
-			b, _ := json.Marshal(x)
-			buf = append(buf, b...)
+			buf = appendJSONString(buf, x)
 		case int64:
 			buf = strconv.AppendInt(buf, x, 10)
 		case bool:
@@ -330,4 +329,25 @@ func createHistory(buf []byte, c planCols, i int, mgr, dept any, deptName map[in
 	field("custom", json.RawMessage(c.custom.Value(i)))
 	field("active", c.active.Value(i))
 	return append(buf, '}')
+}
+
+// appendJSONString appends s as a JSON string. PostgreSQL parses it into
+// jsonb, so any valid escaping gives the same value; this one escapes only
+// what JSON requires (quote, backslash, control characters), the text being
+// valid UTF-8 already. It replaces a reflection-based json.Marshal per field.
+func appendJSONString(buf []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	buf = append(buf, '"')
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			buf = append(buf, '\\', c)
+		case c < 0x20:
+			buf = append(buf, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
+		default:
+			buf = append(buf, c)
+		}
+	}
+	return append(buf, '"')
 }

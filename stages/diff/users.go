@@ -28,6 +28,7 @@ type userDiff struct {
 	newDepts   map[string]string
 	deptOrder  []string
 	reactDepts map[string]bool
+	required   []requiredField
 }
 
 func (d *userDiff) issue(r *inRow, col, code, msg, value string, sev pipeline.Severity) {
@@ -123,8 +124,9 @@ func (d *userDiff) decide(r *inRow) {
 		// exist yet has nothing to leave, so the row is rejected as if the
 		// cell were empty (without this, users were created with an empty
 		// e-mail, and a second one failed the apply).
-		for _, c := range schemas.Users().Columns {
-			if fi := slices.Index(fieldCol[:], c.Name); c.Required && fi >= 0 && !r.sets(fi) {
+		for _, rf := range d.requiredFields() {
+			if !r.sets(rf.field) {
+				c := rf.col
 				d.reject(r, c.Name, c.RequiredCode, fmt.Sprintf("%s is required for a new user; the row has no %s, so it was not applied", c.Name, c.Name), "")
 				return
 			}
@@ -182,6 +184,26 @@ func (d *userDiff) decide(r *inRow) {
 		r.action = schemas.ActUpdate // stays inactive
 	}
 	r.fin = fin
+}
+
+// requiredField is a required template column and its row field.
+type requiredField struct {
+	col   schemas.Column
+	field int
+}
+
+// requiredFields lists the user template's required columns, worked out
+// once per file rather than per new row.
+func (d *userDiff) requiredFields() []requiredField {
+	if d.required == nil {
+		d.required = []requiredField{}
+		for _, c := range schemas.Users().Columns {
+			if fi := slices.Index(fieldCol[:], c.Name); c.Required && fi >= 0 {
+				d.required = append(d.required, requiredField{c, fi})
+			}
+		}
+	}
+	return d.required
 }
 
 // mergeCustom applies a row's custom cells to the stored JSON object: a
