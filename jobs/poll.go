@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-co-op/gocron/v2"
@@ -45,6 +46,9 @@ type Poller struct {
 
 	kick chan string
 	once sync.Once
+	// stopping is set when shutdown begins: runs in flight get their grace,
+	// but no new tenant's run starts.
+	stopping atomic.Bool
 }
 
 func (p *Poller) init() {
@@ -115,7 +119,7 @@ func (p *Poller) PollAll(ctx context.Context) error {
 	sem := make(chan struct{}, p.Workers)
 	var wg sync.WaitGroup
 	for _, t := range tenants {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || p.stopping.Load() {
 			break
 		}
 		sem <- struct{}{}
@@ -144,7 +148,10 @@ func (p *Poller) Run(ctx context.Context) error {
 	}
 	runCtx, cancelRuns := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelRuns()
-	stopAfter := context.AfterFunc(ctx, func() { time.AfterFunc(grace, cancelRuns) })
+	stopAfter := context.AfterFunc(ctx, func() {
+		p.stopping.Store(true)
+		time.AfterFunc(grace, cancelRuns)
+	})
 	defer stopAfter()
 	opts := []gocron.SchedulerOption{gocron.WithStopTimeout(grace + 5*time.Second)}
 	if p.Elector != nil {

@@ -104,9 +104,6 @@ func (f *File) UploadKey() string {
 	return f.Name + "|" + f.ModTime.UTC().Format(time.RFC3339Nano) + "|" + f.SHA256
 }
 
-// Rejected reports whether the file was rejected for a data reason.
-func (f *File) IsRejected() bool { return f.Status == StatusRejected }
-
 // Done reports whether the file has reached an outcome that stops the
 // remaining per-file stages (only "always" stages such as report still run).
 func (f *File) Done() bool {

@@ -44,12 +44,10 @@ type inRow struct {
 	target   int // snapshot index, or -1 for a new user
 
 	// decided by diff
-	action   string
-	fin      state
-	mgrSet   bool // the manager field applies
-	mgrUser  int64
-	mgrRow   int // index into rows of a new user, or -1
-	inactive bool
+	action string
+	fin    state
+	mgrSet bool // the manager field applies
+	mgrRow int  // index into rows of a new user, or -1
 }
 
 func (r *inRow) sets(f int) bool { return r.has&(1<<f) != 0 }
