@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"os"
 	"time"
 
@@ -93,6 +94,8 @@ type File struct {
 	// Temp lists files the stages made for this file only (the plaintext of
 	// an encrypted upload); the runner removes them when the file is done.
 	Temp []string
+
+	prefetch map[string]*prefetch // by stage name: reads started ahead
 }
 
 // UploadKey identifies one upload of a remote file: its name, upload time
@@ -179,4 +182,55 @@ func (f *File) SkipField(col string, i int) {
 func (f *File) Skipped(col string, i int) bool {
 	s, ok := f.Skip[col]
 	return ok && s.Has(i)
+}
+
+// prefetch is one read started ahead by a Prefetcher.
+type prefetch struct {
+	done   chan struct{}
+	val    any
+	err    error
+	cancel context.CancelFunc
+}
+
+// startPrefetch runs p.Prefetch in the background for stage.
+func (f *File) startPrefetch(ctx context.Context, stage string, p Prefetcher, run *Run) {
+	ctx, cancel := context.WithCancel(ctx)
+	pf := &prefetch{done: make(chan struct{}), cancel: cancel}
+	if f.prefetch == nil {
+		f.prefetch = map[string]*prefetch{}
+	}
+	f.prefetch[stage] = pf
+	go func() {
+		defer close(pf.done)
+		pf.val, pf.err = p.Prefetch(ctx, run)
+	}()
+}
+
+// Prefetched waits for what the runner read ahead for stage and hands it
+// over (once); ok is false when nothing was read ahead, and the stage reads
+// for itself.
+func (f *File) Prefetched(ctx context.Context, stage string) (val any, ok bool, err error) {
+	pf := f.prefetch[stage]
+	if pf == nil {
+		return nil, false, nil
+	}
+	delete(f.prefetch, stage)
+	defer pf.cancel()
+	select {
+	case <-pf.done:
+		return pf.val, true, pf.err
+	case <-ctx.Done():
+		<-pf.done
+		return nil, true, ctx.Err()
+	}
+}
+
+// dropPrefetches cancels the reads nobody collected and waits for them, so
+// no query outlives the run (or holds a connection the next file needs).
+func (f *File) dropPrefetches() {
+	for name, pf := range f.prefetch {
+		pf.cancel()
+		<-pf.done
+		delete(f.prefetch, name)
+	}
 }

@@ -144,6 +144,7 @@ func (rn *Runner) Run(ctx context.Context, req Request) (*Result, error) {
 	res := &Result{RunID: run.ID, Tenant: tenant.ID, DryRun: req.DryRun, Files: req.Files}
 	defer func() {
 		for _, f := range req.Files {
+			f.dropPrefetches()
 			f.ReleaseBatches()
 		}
 	}()
@@ -169,11 +170,21 @@ func (rn *Runner) Run(ctx context.Context, req Request) (*Result, error) {
 			break
 		}
 	}
+	if len(req.Files) == 1 {
+		for _, st := range stages[split:] {
+			if p, ok := st.Stage.(Prefetcher); ok && st.Spec.Scope == PerFile {
+				req.Files[0].startPrefetch(ctx, st.Spec.Name, p, run)
+			}
+		}
+	}
 	for _, f := range req.Files {
 		for _, st := range stages[:split] {
 			if err := rn.fileStage(ctx, run, st, f, last); err != nil {
 				return rn.finish(ctx, run, res, err)
 			}
+		}
+		if f.Done() {
+			f.dropPrefetches() // rejected or a duplicate: nobody will collect it
 		}
 	}
 	// Departments before users; within a kind, upload order.
@@ -219,6 +230,7 @@ func (rn *Runner) Run(ctx context.Context, req Request) (*Result, error) {
 				return rn.finish(ctx, run, res, err)
 			}
 		}
+		f.dropPrefetches()
 		if err := rn.settle(ctx, run, f); err != nil {
 			return rn.finish(ctx, run, res, err)
 		}

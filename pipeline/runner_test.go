@@ -325,3 +325,84 @@ func TestLocalFilesApplyInTheOrderGiven(t *testing.T) {
 		t.Fatalf("title %q: the files were not applied in the order given", title)
 	}
 }
+
+// probe is an Ordered stage that reads ahead: it records what its
+// Prefetch saw and what Process was handed.
+type probe struct {
+	started chan struct{} // closed when a Prefetch starts
+	ended   chan error    // what the Prefetch's context ended with
+	got     []any         // per Process call: the prefetched value, or nil
+}
+
+func (p *probe) Prefetch(ctx context.Context, run *pipeline.Run) (any, error) {
+	close(p.started)
+	if run.Tenant.ID == "acme" && len(p.got) == 0 {
+		// Wait until the runner collects or cancels: a prefetch outlives
+		// parse, and a rejected file must cancel it.
+		select {
+		case <-ctx.Done():
+			p.ended <- ctx.Err()
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+			p.ended <- nil
+			return "snapshot", nil
+		}
+	}
+	return nil, nil
+}
+
+func (p *probe) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (pipeline.Stats, error) {
+	v, _, err := f.Prefetched(ctx, "probe")
+	p.got = append(p.got, v)
+	return pipeline.Stats{}, err
+}
+
+// gate rejects files named bad*.
+type gate struct{}
+
+func (gate) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (pipeline.Stats, error) {
+	if strings.HasPrefix(f.Name, "bad") {
+		return pipeline.Stats{}, pipeline.Reject("malformed_csv", "bad file")
+	}
+	return pipeline.Stats{}, nil
+}
+
+func TestPrefetchOverlapsOneFileAndIsCancelledForARejectedOne(t *testing.T) {
+	e := newEnv(t)
+	p := &probe{started: make(chan struct{}), ended: make(chan error, 1)}
+	reg := pipeline.NewRegistry()
+	reg.Register(pipeline.Spec{Name: "gate", New: func(pipeline.Options) (any, error) { return gate{}, nil }})
+	reg.Register(pipeline.Spec{Name: "probe", Ordered: true, New: func(pipeline.Options) (any, error) { return p, nil }})
+	e.rn.Registry, e.rn.Spec = reg, []byte("stages:\n  - name: gate\n  - name: probe\n")
+
+	// One file: the read starts with the run and Process gets its value.
+	e.run(pipeline.Request{}, e.write("users.csv", []byte("x")))
+	if len(p.got) != 1 || p.got[0] != "snapshot" {
+		t.Fatalf("one file: Process got %v, want the prefetched snapshot", p.got)
+	}
+	if err := <-p.ended; err != nil {
+		t.Fatalf("one file: the prefetch was cancelled (%v) before Process collected it", err)
+	}
+
+	// Two files: the second's directory depends on the first, no read ahead.
+	p.started, p.got = make(chan struct{}), nil
+	e.run(pipeline.Request{}, e.write("a.csv", []byte("a")), e.write("b.csv", []byte("b")))
+	select {
+	case <-p.started:
+		t.Fatal("two files: Prefetch was called")
+	default:
+	}
+	if len(p.got) != 2 || p.got[0] != nil || p.got[1] != nil {
+		t.Fatalf("two files: Process got %v, want nothing prefetched", p.got)
+	}
+
+	// A file rejected before the stage: the read is cancelled, not awaited.
+	p.started, p.got = make(chan struct{}), nil
+	res := e.run(pipeline.Request{}, e.write("bad.csv", []byte("x")))
+	if res.Files[0].Status != pipeline.StatusRejected || len(p.got) != 0 {
+		t.Fatalf("rejected file: status %s, Process calls %d", res.Files[0].Status, len(p.got))
+	}
+	if err := <-p.ended; !errors.Is(err, context.Canceled) {
+		t.Fatalf("rejected file: the prefetch ended with %v, want it cancelled", err)
+	}
+}

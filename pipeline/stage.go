@@ -189,3 +189,18 @@ type Run struct {
 	// between departments and users. Tests inject failures with it.
 	BeforeUsers func(ctx context.Context, tx *sqlx.Tx) error
 }
+
+// Prefetcher is implemented by an Ordered stage that reads the tenant's
+// directory before it can decide anything (diff reads the current users).
+// In a run of one file nothing is applied before that file reaches the
+// stage, so the runner calls Prefetch as the run starts and the read
+// overlaps fetch, decrypt, parse and validate on the other core; the stage
+// collects the result with File.Prefetched. In a run of several files the
+// directory depends on the files applied before, and the stage reads it
+// itself when its turn comes.
+//
+// Prefetch must only read, and must return promptly once ctx is cancelled:
+// the runner cancels it when the file ends before the stage.
+type Prefetcher interface {
+	Prefetch(ctx context.Context, run *Run) (any, error)
+}

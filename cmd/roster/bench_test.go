@@ -74,14 +74,14 @@ func benchFiles(t *testing.T, dir string, n int) (string, string) {
 	}
 	f.Close()
 	b, _ := os.ReadFile(path)
-	lines := strings.SplitAfter(strings.TrimSuffix(string(b), "\n"), "\n")
+	// Every line keeps its newline: the last one used to lose it and, moved
+	// to the middle, glue itself to the next row (a malformed row, so the
+	// "unchanged" file was not).
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
 	body := lines[1:]
 	rng := rand.New(rand.NewPCG(7, 7))
 	rng.Shuffle(len(body), func(i, j int) { body[i], body[j] = body[j], body[i] })
-	out := lines[0] + strings.Join(body, "")
-	if !strings.HasSuffix(out, "\n") {
-		out += "\n"
-	}
+	out := lines[0] + "\n" + strings.Join(body, "\n") + "\n"
 	os.WriteFile(shuffled, []byte(out), 0o644) //nolint:errcheck
 	return path, shuffled
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -96,6 +97,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	logLevel := global.String("log-level", "warn", "log level: debug, info, warn, error")
 	memLimit := global.Int64("memory-limit-mib", 1024, "soft limit of the Go heap in MiB (GOMEMLIMIT wins when set): the garbage collector works harder near it "+
 		"instead of letting a 1M-row file grow the process to ~1.8 GiB; raise it for files far above a million rows, 0 turns it off")
+	cpuProfile := global.String("cpu-profile", "", "write a Go CPU profile of the command to this file (go tool pprof reads it); for finding where a slow run spends its time")
 	if err := global.Parse(args); err != nil {
 		fmt.Fprintln(stderr, "roster:", err)
 		printUsage(stderr)
@@ -112,6 +114,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	a.log = newLogger(stderr, *logFormat, *logLevel)
 	if os.Getenv("GOMEMLIMIT") == "" && *memLimit > 0 {
 		debug.SetMemoryLimit(*memLimit << 20)
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "roster: cpu profile:", err)
+			return exitUsage
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	for _, c := range commands() {
 		if c.name != rest[0] {

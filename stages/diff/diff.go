@@ -29,6 +29,12 @@ func Spec() pipeline.Spec {
 
 type stage struct{}
 
+// Prefetch reads the tenant's users while the file is still being
+// parsed (a run of one file: see pipeline.Prefetcher).
+func (stage) Prefetch(ctx context.Context, run *pipeline.Run) (any, error) {
+	return loadUsers(ctx, run.DB, run.Tenant.ID)
+}
+
 func days(t interface{ Unix() int64 }) int32 { return int32(t.Unix() / 86400) }
 
 func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (pipeline.Stats, error) {
@@ -43,8 +49,12 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 	plan := &pipeline.Plan{}
 	switch f.Kind {
 	case schemas.KindUsers:
-		snap, err := loadUsers(ctx, run.DB, run.Tenant.ID, f.Rows)
-		if err != nil {
+		var snap *users
+		if v, ok, err := f.Prefetched(ctx, Spec().Name); err != nil {
+			return pipeline.Stats{}, err
+		} else if ok {
+			snap = v.(*users)
+		} else if snap, err = loadUsers(ctx, run.DB, run.Tenant.ID); err != nil {
 			return pipeline.Stats{}, err
 		}
 		d := &userDiff{run: run, f: f, snap: snap, depts: depts, rows: readRows(f), today: days(run.LogicalDate)}

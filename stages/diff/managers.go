@@ -12,16 +12,52 @@ import (
 // self-references, unknown managers and cycles. The manager is optional, so
 // such a row still applies, keeping its previous manager.
 func (d *userDiff) resolveManagers() {
-	byEmail, byEID := map[string]int{}, map[string]int{}
+	// An accepted row of the file by e-mail or id. A row about a user of
+	// the snapshot who keeps that e-mail (active) or id is found through the
+	// snapshot's indexes; only the other rows (new users, changed e-mails
+	// or ids) go into maps, which on an unchanged file of a million rows
+	// stay empty instead of taking a million inserts each.
+	otherEmail, otherEID := map[string]int{}, map[string]int{}
 	for i := range d.rows {
 		r := &d.rows[i]
 		if r.rejected {
 			continue
 		}
-		byEmail[r.fin.email] = i
-		if r.fin.hasEID {
-			byEID[r.fin.eid] = i
+		t := r.target
+		if t < 0 || !d.snap.active[t] || d.snap.email[t] != r.fin.email {
+			otherEmail[r.fin.email] = i
 		}
+		if r.fin.hasEID && (t < 0 || !d.snap.hasEID[t] || d.snap.eid[t] != r.fin.eid) {
+			otherEID[r.fin.eid] = i
+		}
+	}
+	claimant := func(idx map[string]int, key string) int {
+		s, ok := idx[key]
+		if !ok {
+			return -1
+		}
+		if ri := d.claimed[s]; ri >= 0 && !d.rows[ri].rejected {
+			return int(ri)
+		}
+		return -1
+	}
+	byEmail := func(ref string) (int, bool) {
+		if i, ok := otherEmail[ref]; ok {
+			return i, true
+		}
+		if i := claimant(d.snap.byEmail, ref); i >= 0 && d.rows[i].fin.email == ref {
+			return i, true
+		}
+		return -1, false
+	}
+	byEID := func(ref string) (int, bool) {
+		if i, ok := otherEID[ref]; ok {
+			return i, true
+		}
+		if i := claimant(d.snap.byEID, ref); i >= 0 && d.rows[i].fin.hasEID && d.rows[i].fin.eid == ref {
+			return i, true
+		}
+		return -1, false
 	}
 	changed := false
 	for i := range d.rows {
@@ -48,9 +84,9 @@ func (d *userDiff) resolveManagers() {
 		}
 		j, inFile := -1, false
 		if col == schemas.ColManagerID {
-			j, inFile = byEID[ref]
+			j, inFile = byEID(ref)
 		} else {
-			j, inFile = byEmail[ref]
+			j, inFile = byEmail(ref)
 		}
 		switch {
 		case inFile && d.rows[j].target >= 0:
@@ -87,8 +123,8 @@ func (d *userDiff) breakCycles() {
 	n := d.snap.len()
 	// Nodes: snapshot users 0..n-1, new users n+i (row i).
 	rowOfSnap := func(j int) int {
-		if i, ok := d.claimed[j]; ok && !d.rows[i].rejected {
-			return i
+		if i := d.claimed[j]; i >= 0 && !d.rows[i].rejected {
+			return int(i)
 		}
 		return -1
 	}
@@ -112,10 +148,7 @@ func (d *userDiff) breakCycles() {
 		if mgr == 0 {
 			return -1
 		}
-		if j, ok := d.snap.byID[mgr]; ok {
-			return j
-		}
-		return -1
+		return d.snap.index(mgr)
 	}
 	nodeOfRow := func(i int) int {
 		if d.rows[i].target >= 0 {
@@ -123,8 +156,9 @@ func (d *userDiff) breakCycles() {
 		}
 		return n + i
 	}
+	color := make([]int8, n+len(d.rows)) // by node: 1 on the current path, 2 done
 	for round := 0; round < 16; round++ {
-		color := map[int]int8{} // 1 on the current path, 2 done
+		clear(color)
 		found := false
 		for i := range d.rows {
 			r := &d.rows[i]

@@ -89,6 +89,12 @@ func readRows(f *pipeline.File) []inRow {
 			customCols = append(customCols, c.Name)
 		}
 	}
+	// The skipped rows of each field, looked up once rather than by column
+	// name for every cell.
+	var skip [numFields]pipeline.RowSet
+	for fi, name := range fieldCol {
+		skip[fi] = f.Skip[name]
+	}
 	out := make([]inRow, 0, f.Rows)
 	base := 0
 	for _, rec := range f.Batches {
@@ -114,12 +120,14 @@ func readRows(f *pipeline.File) []inRow {
 		n := int(rec.NumRows())
 		for i := 0; i < n; i++ {
 			pos := base + i
-			r := inRow{pos: pos, src: rows.Value(i), rejected: f.Rejected.Has(pos), target: -1, mgrRow: -1}
+			// Built in place: an inRow is a few hundred bytes.
+			out = append(out, inRow{pos: pos, src: rows.Value(i), rejected: f.Rejected.Has(pos), target: -1, mgrRow: -1})
+			r := &out[len(out)-1]
 			for fi := 0; fi < numFields; fi++ {
 				if str[fi] == nil && dates[fi] == nil {
 					continue
 				}
-				if f.Skipped(fieldCol[fi], pos) {
+				if skip[fi].Has(pos) {
 					continue
 				}
 				r.has |= 1 << fi
@@ -141,7 +149,6 @@ func readRows(f *pipeline.File) []inRow {
 				}
 				r.custom = append(r.custom, kv{customCols[ci], a.Value(i)})
 			}
-			out = append(out, r)
 		}
 		base += n
 	}

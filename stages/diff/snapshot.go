@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"unsafe"
 
 	"github.com/jmoiron/sqlx"
@@ -24,7 +25,6 @@ type users struct {
 	custom             []string // JSON object
 	active             []bool
 
-	byID         map[int64]int
 	byEID        map[string]int
 	byEmail      map[string]int // active users
 	byEmailInact map[string]int // most recent inactive user per e-mail
@@ -32,9 +32,18 @@ type users struct {
 
 func (u *users) len() int { return len(u.id) }
 
-// loadUsers reads the tenant's users; sizeHint (the file's rows) presizes
-// the indexes.
-func loadUsers(ctx context.Context, db *sqlx.DB, tenant string, sizeHint int) (*users, error) {
+// index returns the snapshot index of the user with this id, or -1. The
+// snapshot is read in id order, so a binary search does what a map of a
+// million ids did, without building it.
+func (u *users) index(id int64) int {
+	if i, ok := slices.BinarySearch(u.id, id); ok {
+		return i
+	}
+	return -1
+}
+
+// loadUsers reads the tenant's users.
+func loadUsers(ctx context.Context, db *sqlx.DB, tenant string) (*users, error) {
 	rows, err := db.QueryContext(ctx, `SELECT u.id, u.employee_id, u.email, u.first_name, u.last_name,
 		COALESCE(u.manager_id, 0), COALESCE(d.name_key, ''), u.title, u.location,
 		(u.start_date - DATE '1970-01-01'), (u.deactivation_date - DATE '1970-01-01'), u.custom::text, u.active
@@ -44,8 +53,7 @@ func loadUsers(ctx context.Context, db *sqlx.DB, tenant string, sizeHint int) (*
 		return nil, fmt.Errorf("diff: read users: %w", err)
 	}
 	defer rows.Close()
-	u := &users{byID: make(map[int64]int, sizeHint), byEID: make(map[string]int, sizeHint),
-		byEmail: make(map[string]int, sizeHint), byEmailInact: map[string]int{}}
+	u := &users{}
 	// Strings are scanned as raw bytes and kept in a chunked arena: a
 	// million users would otherwise be ten million small allocations.
 	var ar arena
@@ -61,7 +69,6 @@ func loadUsers(ctx context.Context, db *sqlx.DB, tenant string, sizeHint int) (*
 		if err := rows.Scan(&id, &eid, &email, &first, &last, &mgr, &dept, &title, &loc, &sd, &dd, &cust, &active); err != nil {
 			return nil, fmt.Errorf("diff: read users: %w", err)
 		}
-		i := len(u.id)
 		em := ar.str(email)
 		u.id = append(u.id, id)
 		u.eid = append(u.eid, ar.str(eid))
@@ -83,17 +90,25 @@ func loadUsers(ctx context.Context, db *sqlx.DB, tenant string, sizeHint int) (*
 			u.custom = append(u.custom, canonicalJSON(string(cust)))
 		}
 		u.active = append(u.active, active)
-		u.byID[id] = i
-		if eid != nil {
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("diff: read users: %w", err)
+	}
+	// The indexes are built once the size is known (presizing them from
+	// the file's rows made a first load allocate a million-entry map for an
+	// empty tenant).
+	u.byEID, u.byEmail, u.byEmailInact = make(map[string]int, u.len()), make(map[string]int, u.len()), map[string]int{}
+	for i := range u.id {
+		if u.hasEID[i] {
 			u.byEID[u.eid[i]] = i
 		}
-		if active {
-			u.byEmail[em] = i
+		if u.active[i] {
+			u.byEmail[u.email[i]] = i
 		} else {
-			u.byEmailInact[em] = i // ordered by id: the latest wins
+			u.byEmailInact[u.email[i]] = i // ordered by id: the latest wins
 		}
 	}
-	return u, rows.Err()
+	return u, nil
 }
 
 // arena hands out strings that share large byte chunks. A chunk is never

@@ -20,8 +20,9 @@ type userDiff struct {
 	depts *departments
 	rows  []inRow
 	today int32
-	// claimed[snapshot index] = row index that targets it.
-	claimed map[int]int
+	// claimed[snapshot index] is the row that targets that user, or -1.
+	// A slice, not a map: it is read for every user of the snapshot.
+	claimed []int32
 	// omitted are active users a full-file tenant deactivates.
 	omitted []int
 	// new departments (by key → first spelling) and reactivated ones.
@@ -69,7 +70,10 @@ func (d *userDiff) run_() error {
 // has one, otherwise by e-mail; an unknown id whose e-mail belongs to a user
 // without an id takes that user and gives it the id.
 func (d *userDiff) identify() {
-	d.claimed = map[int]int{}
+	d.claimed = make([]int32, d.snap.len())
+	for j := range d.claimed {
+		d.claimed[j] = -1
+	}
 	for i := range d.rows {
 		r := &d.rows[i]
 		eid, email := r.val[fEID], r.val[fEmail]
@@ -92,7 +96,7 @@ func (d *userDiff) identify() {
 		if t < 0 {
 			continue
 		}
-		if other, dup := d.claimed[t]; dup {
+		if other := d.claimed[t]; other >= 0 {
 			o := &d.rows[other]
 			msg := fmt.Sprintf("rows %d and %d both refer to the user %s; roster cannot know which one is right, so neither was applied", o.src, r.src, d.snap.email[t])
 			// Each row is reported once: rows that validate already
@@ -107,7 +111,7 @@ func (d *userDiff) identify() {
 			}
 			continue
 		}
-		d.claimed[t] = i
+		d.claimed[t] = int32(i)
 		r.target = t
 	}
 }
@@ -227,24 +231,31 @@ func mergeCustom(old string, cells []kv) string {
 // users may swap e-mails in one file). Rejecting a row keeps its user's old
 // e-mail, which may in turn collide: repeat until nothing changes.
 func (d *userDiff) checkEmails() {
+	// The holder of an e-mail is the active user who has it in the
+	// snapshot (active e-mails are unique there), unless an accepted row
+	// of the file is about that user: then the row says whether the user
+	// keeps it (a JSON row may leave the e-mail out and keep it while
+	// another row asks for it).
+	holder := func(email string) (int, bool) {
+		j, ok := d.snap.byEmail[email]
+		if !ok {
+			return 0, false
+		}
+		if ri := d.claimed[j]; ri >= 0 && !d.rows[ri].rejected {
+			if r := &d.rows[ri]; !r.fin.active || r.fin.email != email {
+				return 0, false
+			}
+		}
+		return j, true
+	}
 	for changed := true; changed; {
 		changed = false
-		holder := map[string]int{} // e-mail → snapshot index of an active user who keeps it
-		for j := 0; j < d.snap.len(); j++ {
-			if !d.snap.active[j] {
-				continue
-			}
-			if ri, ok := d.claimed[j]; ok && !d.rows[ri].rejected {
-				continue
-			}
-			holder[d.snap.email[j]] = j
-		}
 		for i := range d.rows {
 			r := &d.rows[i]
 			if r.rejected || !r.fin.active {
 				continue
 			}
-			if j, ok := holder[r.fin.email]; ok && j != r.target {
+			if j, ok := holder(r.fin.email); ok && j != r.target {
 				d.reject(r, schemas.ColEmail, schemas.CodeEmailInUse,
 					fmt.Sprintf("%s already belongs to another active user (%s) who keeps it; change one of the two e-mails, or deactivate the other user first", r.fin.email, d.describe(j)),
 					r.fin.email)
@@ -269,7 +280,7 @@ func (d *userDiff) omit() {
 		return
 	}
 	for j := 0; j < d.snap.len(); j++ {
-		if _, ok := d.claimed[j]; ok || !d.snap.active[j] {
+		if d.claimed[j] >= 0 || !d.snap.active[j] {
 			continue
 		}
 		d.omitted = append(d.omitted, j)

@@ -28,11 +28,14 @@ func Spec() pipeline.Spec {
 type stage struct{}
 
 func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (pipeline.Stats, error) {
-	// dup collects, per identity column, the rows carrying each value.
+	// dup finds, per identity column, the values carried by more than one
+	// row. Most values are seen once, so the first row of each is kept in a
+	// map of plain ints and only clashes get a list (a list per value made a
+	// million-row file two million small allocations).
 	type dupCol struct {
 		col, code, what string
-		seen            map[string][]int // value → 0-based rows
-		src             map[int]int      // 0-based row → source row
+		first           map[string]int32   // value → first 0-based row
+		clash           map[string][]int32 // value → every 0-based row, when more than one
 	}
 	var dups []*dupCol
 	switch f.Kind {
@@ -45,14 +48,17 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 		dups = []*dupCol{{col: schemas.ColName, code: schemas.CodeDuplicateDepartment, what: "department name"}}
 	}
 	for _, d := range dups {
-		d.seen, d.src = map[string][]int{}, map[int]int{}
+		d.first, d.clash = make(map[string]int32, f.Rows), map[string][]int32{}
 	}
+	// src[pos] is the source row of the pos-th row.
+	src := make([]int32, 0, f.Rows)
 	base := 0
 	for _, rec := range f.Batches {
 		if err := ctx.Err(); err != nil {
 			return pipeline.Stats{}, err
 		}
 		rows := rec.Column(0).(*array.Int32)
+		src = append(src, rows.Int32Values()...)
 		for ci, c := range f.Columns {
 			str, ok := rec.Column(ci + 1).(*array.String)
 			if !ok {
@@ -104,26 +110,28 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 					if f.Kind == schemas.KindDepartments {
 						key = schemas.Key(v)
 					}
-					dup.seen[key] = append(dup.seen[key], pos)
-					dup.src[pos] = row
+					if p, seen := dup.first[key]; !seen {
+						dup.first[key] = int32(pos)
+					} else if dup.clash[key] == nil {
+						dup.clash[key] = []int32{p, int32(pos)}
+					} else {
+						dup.clash[key] = append(dup.clash[key], int32(pos))
+					}
 				}
 			}
 		}
 		base += int(rec.NumRows())
 	}
 	for _, d := range dups {
-		for v, positions := range d.seen {
-			if len(positions) < 2 {
-				continue
-			}
+		for v, positions := range d.clash {
 			var srcRows []string
 			for _, p := range positions {
-				srcRows = append(srcRows, fmt.Sprint(d.src[p]))
+				srcRows = append(srcRows, fmt.Sprint(src[p]))
 			}
 			for _, p := range positions {
-				f.Issues.Add(pipeline.Issue{Row: d.src[p], Column: d.col, Code: d.code, Severity: pipeline.SeverityError, Value: clip(v),
+				f.Issues.Add(pipeline.Issue{Row: int(src[p]), Column: d.col, Code: d.code, Severity: pipeline.SeverityError, Value: clip(v),
 					Message: fmt.Sprintf("the %s %q appears on rows %s; roster cannot know which one is right, so none of them was applied", d.what, v, strings.Join(srcRows, ", "))})
-				f.Rejected.Add(p)
+				f.Rejected.Add(int(p))
 			}
 		}
 	}
