@@ -49,7 +49,7 @@ func (stage) FinishRun(ctx context.Context, run *pipeline.Run, files []*pipeline
 			}
 			var users, children int
 			if err := tx.QueryRowxContext(ctx, `SELECT
-				(SELECT count(*) FROM users u WHERE u.department_id = d.id AND u.active),
+				(SELECT count(*) FROM users u WHERE u.tenant_id = d.tenant_id AND u.department_id = d.id AND u.active),
 				(SELECT count(*) FROM departments c WHERE c.parent_id = d.id AND c.active)
 				FROM departments d WHERE d.tenant_id = $1 AND d.name_key = $2`, run.Tenant.ID, t.p.Key).Scan(&users, &children); err != nil {
 				return fmt.Errorf("settle departments: %w", err)
@@ -77,7 +77,7 @@ func (stage) FinishRun(ctx context.Context, run *pipeline.Run, files []*pipeline
 		var users int
 		var child string
 		if err := tx.QueryRowxContext(ctx, `SELECT
-			(SELECT count(*) FROM users u WHERE u.department_id = d.id AND u.active),
+			(SELECT count(*) FROM users u WHERE u.tenant_id = d.tenant_id AND u.department_id = d.id AND u.active),
 			coalesce((SELECT min(c.name) FROM departments c WHERE c.parent_id = d.id AND c.active), '')
 			FROM departments d WHERE d.tenant_id = $1 AND d.name_key = $2`, run.Tenant.ID, t.p.Key).Scan(&users, &child); err != nil {
 			return fmt.Errorf("settle departments: %w", err)

@@ -42,7 +42,7 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 	if mem == nil {
 		mem = memory.NewGoAllocator()
 	}
-	depts, err := loadDepartments(ctx, run.DB, run.Tenant.ID)
+	depts, err := loadDepartments(ctx, run.DB, run.Tenant.ID, f.Kind == schemas.KindDepartments)
 	if err != nil {
 		return pipeline.Stats{}, err
 	}

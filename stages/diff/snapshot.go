@@ -157,9 +157,14 @@ type departments struct {
 	activeUsers map[int64]int
 }
 
-func loadDepartments(ctx context.Context, db *sqlx.DB, tenant string) (*departments, error) {
-	rows, err := db.QueryContext(ctx, `SELECT d.id, d.name, d.name_key, COALESCE(d.parent_id, 0), d.active,
-		(SELECT count(*) FROM users u WHERE u.department_id = d.id AND u.active)
+// loadDepartments reads the tenant's departments and, when counts is set
+// (a departments file, which may deactivate some), how many active users
+// each has. The counts are one grouped scan of the tenant's active users:
+// a count per department without a tenant filter scanned every tenant's
+// users once per department, which made a poll of many tenants slower with
+// each tenant applied.
+func loadDepartments(ctx context.Context, db *sqlx.DB, tenant string, counts bool) (*departments, error) {
+	rows, err := db.QueryContext(ctx, `SELECT d.id, d.name, d.name_key, COALESCE(d.parent_id, 0), d.active
 		FROM departments d WHERE d.tenant_id = $1 ORDER BY d.id`, tenant)
 	if err != nil {
 		return nil, fmt.Errorf("diff: read departments: %w", err)
@@ -170,8 +175,7 @@ func loadDepartments(ctx context.Context, db *sqlx.DB, tenant string) (*departme
 		var id, parent int64
 		var name, key string
 		var active bool
-		var n int
-		if err := rows.Scan(&id, &name, &key, &parent, &active, &n); err != nil {
+		if err := rows.Scan(&id, &name, &key, &parent, &active); err != nil {
 			return nil, fmt.Errorf("diff: read departments: %w", err)
 		}
 		i := len(d.id)
@@ -182,7 +186,20 @@ func loadDepartments(ctx context.Context, db *sqlx.DB, tenant string) (*departme
 		d.active = append(d.active, active)
 		d.byKey[key] = i
 		d.byID[id] = i
-		d.activeUsers[id] = n
 	}
-	return d, rows.Err()
+	if err := rows.Err(); err != nil || !counts {
+		return d, err
+	}
+	var n []struct {
+		ID    int64 `db:"department_id"`
+		Users int   `db:"users"`
+	}
+	if err := db.SelectContext(ctx, &n, `SELECT department_id, count(*) AS users FROM users
+		WHERE tenant_id = $1 AND active AND department_id IS NOT NULL GROUP BY department_id`, tenant); err != nil {
+		return nil, fmt.Errorf("diff: count users per department: %w", err)
+	}
+	for _, c := range n {
+		d.activeUsers[c.ID] = c.Users
+	}
+	return d, nil
 }
