@@ -91,6 +91,35 @@ func timed(t *testing.T, cmd *exec.Cmd) (time.Duration, int64) {
 	t.Helper()
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
+	return timedInto(t, cmd, &out)
+}
+
+// timedRun times a `roster run --json` and checks that its one file
+// applied with no error and the counts want says (created or unchanged),
+// so that a timing is never of a run that did something else.
+func timedRun(t *testing.T, cmd *exec.Cmd, want func(created, unchanged int) bool) (time.Duration, int64) {
+	t.Helper()
+	var out, errs strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errs
+	d, rss := timedInto(t, cmd, &errs)
+	var res struct {
+		Files []struct {
+			Status             string
+			Created, Unchanged int
+			Errors             int
+		}
+	}
+	if err := json.Unmarshal([]byte(out.String()), &res); err != nil || len(res.Files) != 1 {
+		t.Fatalf("%s: not one file in the output (%v):\n%s", strings.Join(cmd.Args, " "), err, out.String())
+	}
+	if f := res.Files[0]; f.Status != "applied" || f.Errors != 0 || !want(f.Created, f.Unchanged) {
+		t.Fatalf("%s: the run did not do what is measured: %+v", strings.Join(cmd.Args, " "), f)
+	}
+	return d, rss
+}
+
+func timedInto(t *testing.T, cmd *exec.Cmd, out *strings.Builder) (time.Duration, int64) {
+	t.Helper()
 	start := time.Now()
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, out.String())
@@ -171,10 +200,10 @@ func TestBench(t *testing.T) {
 				return exec.Command(bin, append([]string{"--db", url, "--data-dir", data}, args...)...)
 			}
 			timed(t, rosterCmd("tenant", "add", "bench"))
-			d, peak := timed(t, rosterCmd("run", "--tenant", "bench", "--file", path))
+			d, peak := timedRun(t, rosterCmd("run", "--json", "--tenant", "bench", "--file", path), func(c, _ int) bool { return c == n })
 			rFirst.Seconds = append(rFirst.Seconds, d.Seconds())
 			rss.Seconds = append(rss.Seconds, float64(peak)/(1<<30))
-			d, peak = timed(t, rosterCmd("run", "--tenant", "bench", "--file", shuffled))
+			d, peak = timedRun(t, rosterCmd("run", "--json", "--tenant", "bench", "--file", shuffled), func(_, u int) bool { return u == n })
 			rSame.Seconds = append(rSame.Seconds, d.Seconds())
 			rss.Seconds = append(rss.Seconds, float64(peak)/(1<<30))
 		}
@@ -183,6 +212,10 @@ func TestBench(t *testing.T) {
 		add(rFirst)
 		add(rSame)
 		add(rss)
+		// Peak means the highest of every run (first loads and reordered),
+		// not their median.
+		results[len(results)-1].Median = slices.Max(rss.Seconds)
+		results[len(results)-1].Note = "highest of all runs"
 		target(&results[len(results)-3], results[len(results)-5].Median, 1.0, "≤ 1.0× baseline first load")
 		target(&results[len(results)-2], results[len(results)-4].Median, 0.5, "≤ 0.5× baseline re-run")
 		if n >= 1_000_000 {
