@@ -9,6 +9,7 @@ package diff
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
@@ -32,7 +33,12 @@ type stage struct{}
 // Prefetch reads the tenant's users while the file is still being
 // parsed (a run of one file: see pipeline.Prefetcher).
 func (stage) Prefetch(ctx context.Context, run *pipeline.Run) (any, error) {
-	return loadUsers(ctx, run.DB, run.Tenant.ID)
+	started := time.Now()
+	u, err := loadUsers(ctx, run.DB, run.Tenant.ID)
+	if err == nil && run.Log != nil {
+		run.Log.Debug("diff: snapshot read", "users", u.len(), "ms", time.Since(started).Milliseconds())
+	}
+	return u, err
 }
 
 func days(t interface{ Unix() int64 }) int32 { return int32(t.Unix() / 86400) }
@@ -50,14 +56,19 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 	switch f.Kind {
 	case schemas.KindUsers:
 		var snap *users
+		waiting := time.Now()
 		if v, ok, err := f.Prefetched(ctx, Spec().Name); err != nil {
 			return pipeline.Stats{}, err
 		} else if ok {
 			snap = v.(*users)
+			if run.Log != nil {
+				run.Log.Debug("diff: snapshot read ahead", "file", f.Name, "users", snap.len(), "waited_ms", time.Since(waiting).Milliseconds())
+			}
 		} else if snap, err = loadUsers(ctx, run.DB, run.Tenant.ID); err != nil {
 			return pipeline.Stats{}, err
 		}
-		d := &userDiff{run: run, f: f, snap: snap, depts: depts, rows: readRows(f), today: days(run.LogicalDate)}
+		d := &userDiff{run: run, f: f, snap: snap, depts: depts, today: days(run.LogicalDate)}
+		d.rows, d.cols = readRows(f)
 		if err := d.run_(); err != nil {
 			return pipeline.Stats{}, err
 		}

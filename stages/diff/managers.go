@@ -2,6 +2,10 @@ package diff
 
 import (
 	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
 
 	"github.com/roster-hr/roster/pipeline"
 	"github.com/roster-hr/roster/schemas"
@@ -59,58 +63,83 @@ func (d *userDiff) resolveManagers() {
 		}
 		return -1, false
 	}
-	changed := false
-	for i := range d.rows {
-		r := &d.rows[i]
-		if r.rejected || !(r.sets(fMgrID) || r.sets(fMgrEmail)) {
-			continue
-		}
-		col, ref := "", ""
-		switch {
-		case r.sets(fMgrID) && r.val[fMgrID] != "":
-			col, ref = schemas.ColManagerID, r.val[fMgrID]
-		case r.sets(fMgrEmail) && r.val[fMgrEmail] != "":
-			col, ref = schemas.ColManagerEmail, r.val[fMgrEmail]
-		}
-		if ref == "" {
-			// Empty manager cells: the manager is removed.
-			r.fin.mgr, r.fin.mgrRow, r.mgrSet = 0, -1, true
-			changed = true
-			continue
-		}
-		if (col == schemas.ColManagerID && r.fin.hasEID && ref == r.fin.eid) || (col == schemas.ColManagerEmail && (ref == r.fin.email || ref == r.val[fEmail])) {
-			d.issue(r, col, schemas.CodeSelfManager, "a user cannot be their own manager; the row was applied without the manager change", ref, pipeline.SeverityError)
-			continue
-		}
-		j, inFile := -1, false
-		if col == schemas.ColManagerID {
-			j, inFile = byEID(ref)
-		} else {
-			j, inFile = byEmail(ref)
-		}
-		switch {
-		case inFile && d.rows[j].target >= 0:
-			r.fin.mgr, r.fin.mgrRow = d.snap.id[d.rows[j].target], -1
-		case inFile:
-			r.fin.mgr, r.fin.mgrRow = 0, j
-		default:
-			s, ok := -1, false
-			if col == schemas.ColManagerID {
-				s, ok = d.snap.byEID[ref]
-				ok = ok && d.snap.active[s]
-			} else {
-				s, ok = d.snap.byEmail[ref]
-			}
-			if !ok {
-				d.issue(r, col, schemas.CodeManagerNotFound,
-					fmt.Sprintf("no active user or row of this file has %s %q; the row was applied without the manager change", col, ref), ref, pipeline.SeverityError)
+	// Rows are resolved on every core: each writes only its own manager
+	// fields and reads the indexes; the issues are kept per range and
+	// reported afterwards in row order.
+	type pending struct {
+		r                     *inRow
+		col, code, msg, value string
+	}
+	var mu sync.Mutex
+	found := map[int][]pending{} // by the first row of a range
+	var anyChange atomic.Bool
+	parallel(len(d.rows), 1<<14, func(lo, hi int) {
+		var issues []pending
+		changed := false
+		for i := lo; i < hi; i++ {
+			r := &d.rows[i]
+			if r.rejected || !(r.sets(fMgrID) || r.sets(fMgrEmail)) {
 				continue
 			}
-			r.fin.mgr, r.fin.mgrRow = d.snap.id[s], -1
+			col, ref := "", ""
+			switch {
+			case r.sets(fMgrID) && d.val(r, fMgrID) != "":
+				col, ref = schemas.ColManagerID, d.val(r, fMgrID)
+			case r.sets(fMgrEmail) && d.val(r, fMgrEmail) != "":
+				col, ref = schemas.ColManagerEmail, d.val(r, fMgrEmail)
+			}
+			if ref == "" {
+				// Empty manager cells: the manager is removed.
+				r.fin.mgr, r.fin.mgrRow, r.mgrSet = 0, -1, true
+				changed = true
+				continue
+			}
+			if (col == schemas.ColManagerID && r.fin.hasEID && ref == r.fin.eid) || (col == schemas.ColManagerEmail && (ref == r.fin.email || ref == d.val(r, fEmail))) {
+				issues = append(issues, pending{r, col, schemas.CodeSelfManager, "a user cannot be their own manager; the row was applied without the manager change", ref})
+				continue
+			}
+			j, inFile := -1, false
+			if col == schemas.ColManagerID {
+				j, inFile = byEID(ref)
+			} else {
+				j, inFile = byEmail(ref)
+			}
+			switch {
+			case inFile && d.rows[j].target >= 0:
+				r.fin.mgr, r.fin.mgrRow = d.snap.id[d.rows[j].target], -1
+			case inFile:
+				r.fin.mgr, r.fin.mgrRow = 0, j
+			default:
+				s, ok := -1, false
+				if col == schemas.ColManagerID {
+					s, ok = d.snap.byEID[ref]
+					ok = ok && d.snap.active[s]
+				} else {
+					s, ok = d.snap.byEmail[ref]
+				}
+				if !ok {
+					issues = append(issues, pending{r, col, schemas.CodeManagerNotFound,
+						fmt.Sprintf("no active user or row of this file has %s %q; the row was applied without the manager change", col, ref), ref})
+					continue
+				}
+				r.fin.mgr, r.fin.mgrRow = d.snap.id[s], -1
+			}
+			r.mgrSet = true
+			changed = true
 		}
-		r.mgrSet = true
-		changed = true
+		mu.Lock()
+		found[lo] = issues
+		mu.Unlock()
+		if changed {
+			anyChange.Store(true)
+		}
+	})
+	for _, lo := range slices.Sorted(maps.Keys(found)) {
+		for _, p := range found[lo] {
+			d.issue(p.r, p.col, p.code, p.msg, p.value, pipeline.SeverityError)
+		}
 	}
+	changed := anyChange.Load()
 	if changed {
 		d.breakCycles()
 	}
@@ -223,11 +252,11 @@ func (d *userDiff) revertLoop(loop []int, n int, rowOfSnap func(int) int) bool {
 	for _, i := range rows {
 		r := &d.rows[i]
 		col := schemas.ColManagerEmail
-		if r.sets(fMgrID) && r.val[fMgrID] != "" {
+		if r.sets(fMgrID) && d.val(r, fMgrID) != "" {
 			col = schemas.ColManagerID
 		}
 		d.issue(r, col, schemas.CodeManagerCycle,
-			fmt.Sprintf("these managers form a loop (%s); every row on it keeps its previous manager", names), r.val[fMgrEmail]+r.val[fMgrID], pipeline.SeverityError)
+			fmt.Sprintf("these managers form a loop (%s); every row on it keeps its previous manager", names), d.val(r, fMgrEmail)+d.val(r, fMgrID), pipeline.SeverityError)
 		if r.target >= 0 {
 			r.fin.mgr, r.fin.mgrRow = d.snap.manager[r.target], -1
 		} else {

@@ -1,6 +1,9 @@
 package diff
 
 import (
+	"runtime"
+	"sync"
+
 	"github.com/apache/arrow/go/v17/arrow/array"
 	"github.com/roster-hr/roster/pipeline"
 	"github.com/roster-hr/roster/schemas"
@@ -33,8 +36,9 @@ type kv struct{ k, v string }
 type inRow struct {
 	pos      int
 	src      int32
+	batch    int32 // the row's batch and its index there: its cells are
+	idx      int32 // read from the Arrow columns (userDiff.val), not copied
 	rejected bool
-	val      [numFields]string
 	has      uint32 // bit f: the row sets field f (column present, not skipped)
 	start    int32
 	deact    int32
@@ -79,8 +83,22 @@ func (u *users) state(i int) state {
 		custom: u.custom[i], active: u.active[i]}
 }
 
-// readRows gathers the user rows of f's typed batches.
-func readRows(f *pipeline.File) []inRow {
+// val is the text of field fi on row r: empty when the row does not set
+// it (column absent or the field skipped) and for the date fields, which
+// are read as dates.
+func (d *userDiff) val(r *inRow, fi int) string {
+	if !r.sets(fi) {
+		return ""
+	}
+	if s := d.cols[r.batch][fi]; s != nil {
+		return s.Value(int(r.idx))
+	}
+	return ""
+}
+
+// readRows gathers the user rows of f's typed batches, and per batch the
+// text column of each field.
+func readRows(f *pipeline.File) ([]inRow, [][numFields]*array.String) {
 	colIdx := map[string]int{}
 	var customCols []string
 	for i, c := range f.Columns {
@@ -95,62 +113,95 @@ func readRows(f *pipeline.File) []inRow {
 	for fi, name := range fieldCol {
 		skip[fi] = f.Skip[name]
 	}
-	out := make([]inRow, 0, f.Rows)
-	base := 0
-	for _, rec := range f.Batches {
-		rows := rec.Column(0).(*array.Int32)
-		var str [numFields]*array.String
-		var dates [numFields]*array.Date32
-		for fi, name := range fieldCol {
-			ci, ok := colIdx[name]
-			if !ok {
+	// Batches are independent: each fills its own part of out, on every
+	// core (a million rows is 16 batches).
+	out := make([]inRow, f.Rows)
+	cols := make([][numFields]*array.String, len(f.Batches))
+	bases := make([]int, len(f.Batches))
+	for b, base := 0, 0; b < len(f.Batches); b++ {
+		bases[b] = base
+		base += int(f.Batches[b].NumRows())
+	}
+	parallel(len(f.Batches), 1, func(lo, hi int) {
+		for b := lo; b < hi; b++ {
+			cols[b] = readBatch(f, b, bases[b], out, colIdx, customCols, &skip)
+		}
+	})
+	return out, cols
+}
+
+// readBatch fills out[base:] with the rows of batch b and returns the
+// batch's text column of each field.
+func readBatch(f *pipeline.File, b, base int, out []inRow, colIdx map[string]int, customCols []string, skip *[numFields]pipeline.RowSet) [numFields]*array.String {
+	rec := f.Batches[b]
+	rows := rec.Column(0).(*array.Int32)
+	var str [numFields]*array.String
+	var dates [numFields]*array.Date32
+	for fi, name := range fieldCol {
+		ci, ok := colIdx[name]
+		if !ok {
+			continue
+		}
+		switch a := rec.Column(ci).(type) {
+		case *array.String:
+			str[fi] = a
+		case *array.Date32:
+			dates[fi] = a
+		}
+	}
+	var cust []*array.String
+	for _, name := range customCols {
+		cust = append(cust, rec.Column(colIdx[name]).(*array.String))
+	}
+	n := int(rec.NumRows())
+	for i := 0; i < n; i++ {
+		pos := base + i
+		r := &out[pos]
+		*r = inRow{pos: pos, src: rows.Value(i), batch: int32(b), idx: int32(i), rejected: f.Rejected.Has(pos), target: -1, mgrRow: -1}
+		for fi := 0; fi < numFields; fi++ {
+			if str[fi] == nil && dates[fi] == nil {
 				continue
 			}
-			switch a := rec.Column(ci).(type) {
-			case *array.String:
-				str[fi] = a
-			case *array.Date32:
-				dates[fi] = a
+			if skip[fi].Has(pos) {
+				continue
+			}
+			r.has |= 1 << fi
+			if d := dates[fi]; d != nil && d.IsValid(i) {
+				switch fi {
+				case fStart:
+					r.start, r.startOK = int32(d.Value(i)), true
+				case fDeact:
+					r.deact, r.deactOK = int32(d.Value(i)), true
+				}
 			}
 		}
-		var cust []*array.String
-		for _, name := range customCols {
-			cust = append(cust, rec.Column(colIdx[name]).(*array.String))
-		}
-		n := int(rec.NumRows())
-		for i := 0; i < n; i++ {
-			pos := base + i
-			// Built in place: an inRow is a few hundred bytes.
-			out = append(out, inRow{pos: pos, src: rows.Value(i), rejected: f.Rejected.Has(pos), target: -1, mgrRow: -1})
-			r := &out[len(out)-1]
-			for fi := 0; fi < numFields; fi++ {
-				if str[fi] == nil && dates[fi] == nil {
-					continue
-				}
-				if skip[fi].Has(pos) {
-					continue
-				}
-				r.has |= 1 << fi
-				if s := str[fi]; s != nil {
-					r.val[fi] = s.Value(i)
-				}
-				if d := dates[fi]; d != nil && d.IsValid(i) {
-					switch fi {
-					case fStart:
-						r.start, r.startOK = int32(d.Value(i)), true
-					case fDeact:
-						r.deact, r.deactOK = int32(d.Value(i)), true
-					}
-				}
+		for ci, a := range cust {
+			if a.IsNull(i) || f.Skipped(customCols[ci], pos) {
+				continue
 			}
-			for ci, a := range cust {
-				if a.IsNull(i) || f.Skipped(customCols[ci], pos) {
-					continue
-				}
-				r.custom = append(r.custom, kv{customCols[ci], a.Value(i)})
-			}
+			r.custom = append(r.custom, kv{customCols[ci], a.Value(i)})
 		}
-		base += n
 	}
-	return out
+	return str
+}
+
+// parallel calls fn over [0, n) split into one range per core, each at
+// least minLen long, and waits for them all. fn must only write what its
+// own range owns.
+func parallel(n, minLen int, fn func(lo, hi int)) {
+	workers := max(1, min(runtime.GOMAXPROCS(0), n/max(1, minLen)))
+	if workers == 1 {
+		fn(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		lo, hi := n*w/workers, n*(w+1)/workers
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(lo, hi)
+		}()
+	}
+	wg.Wait()
 }

@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/apache/arrow/go/v17/arrow/array"
+
 	"github.com/roster-hr/roster/pipeline"
 	"github.com/roster-hr/roster/schemas"
 )
@@ -19,6 +21,7 @@ type userDiff struct {
 	snap  *users
 	depts *departments
 	rows  []inRow
+	cols  [][numFields]*array.String // per batch, the text column of each field
 	today int32
 	// claimed[snapshot index] is the row that targets that user, or -1.
 	// A slice, not a map: it is read for every user of the snapshot.
@@ -44,9 +47,20 @@ func (d *userDiff) reject(r *inRow, col, code, msg, value string) {
 
 func (d *userDiff) run_() error {
 	d.identify()
+	// Rows about existing users are decided on every core: decide only
+	// reads the snapshot and writes its own row. New users may be rejected
+	// (a missing required key), which reports an issue, so they go one by
+	// one, in row order.
+	parallel(len(d.rows), 1<<14, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			if r := &d.rows[i]; !r.rejected && r.target >= 0 {
+				d.decide(r)
+			}
+		}
+	})
 	for i := range d.rows {
-		if !d.rows[i].rejected {
-			d.decide(&d.rows[i])
+		if r := &d.rows[i]; !r.rejected && r.target < 0 {
+			d.decide(r)
 		}
 	}
 	d.checkEmails()
@@ -57,12 +71,13 @@ func (d *userDiff) run_() error {
 	d.checkSeats()
 	d.resolveManagers()
 	d.resolveDepartments()
-	for i := range d.rows {
-		r := &d.rows[i]
-		if !r.rejected {
-			d.classify(r)
+	parallel(len(d.rows), 1<<14, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			if r := &d.rows[i]; !r.rejected {
+				d.classify(r)
+			}
 		}
-	}
+	})
 	return nil
 }
 
@@ -76,7 +91,7 @@ func (d *userDiff) identify() {
 	}
 	for i := range d.rows {
 		r := &d.rows[i]
-		eid, email := r.val[fEID], r.val[fEmail]
+		eid, email := d.val(r, fEID), d.val(r, fEmail)
 		t := -1
 		if eid != "" {
 			if j, ok := d.snap.byEID[eid]; ok {
@@ -104,7 +119,7 @@ func (d *userDiff) identify() {
 			// duplicate_email, which is how two rows usually reach the same
 			// user) are not reported a second time for the same clash.
 			if !o.rejected {
-				d.reject(o, schemas.ColEmail, schemas.CodeDuplicateEmail, msg, o.val[fEmail])
+				d.reject(o, schemas.ColEmail, schemas.CodeDuplicateEmail, msg, d.val(o, fEmail))
 			}
 			if !r.rejected {
 				d.reject(r, schemas.ColEmail, schemas.CodeDuplicateEmail, msg, email)
@@ -138,27 +153,27 @@ func (d *userDiff) decide(r *inRow) {
 		old = state{mgrRow: -1, custom: "{}"}
 	}
 	fin := old
-	if r.sets(fEID) && r.val[fEID] != "" {
+	if r.sets(fEID) && d.val(r, fEID) != "" {
 		// An empty id cell never clears an id: the id is the identity.
-		fin.eid, fin.hasEID = r.val[fEID], true
+		fin.eid, fin.hasEID = d.val(r, fEID), true
 	}
 	if r.sets(fEmail) {
-		fin.email = r.val[fEmail]
+		fin.email = d.val(r, fEmail)
 	}
 	if r.sets(fFirst) {
-		fin.first = r.val[fFirst]
+		fin.first = d.val(r, fFirst)
 	}
 	if r.sets(fLast) {
-		fin.last = r.val[fLast]
+		fin.last = d.val(r, fLast)
 	}
 	if r.sets(fTitle) {
-		fin.title = r.val[fTitle]
+		fin.title = d.val(r, fTitle)
 	}
 	if r.sets(fLoc) {
-		fin.loc = r.val[fLoc]
+		fin.loc = d.val(r, fLoc)
 	}
 	if r.sets(fDept) {
-		fin.deptKey = schemas.Key(r.val[fDept])
+		fin.deptKey = schemas.Key(d.val(r, fDept))
 	}
 	if r.sets(fStart) {
 		fin.start, fin.hasStart = r.start, r.startOK
@@ -370,12 +385,12 @@ func (d *userDiff) resolveDepartments() {
 				d.reactDepts[key] = true
 				d.issue(r, schemas.ColDepartment, schemas.CodeDepartmentReactivated,
 					fmt.Sprintf("department %q was deactivated and has been reactivated because this user belongs to it", d.depts.name[j]),
-					r.val[fDept], pipeline.SeverityWarning)
+					d.val(r, fDept), pipeline.SeverityWarning)
 			}
 			continue
 		}
 		if _, ok := d.newDepts[key]; !ok {
-			d.newDepts[key] = r.val[fDept]
+			d.newDepts[key] = d.val(r, fDept)
 			d.deptOrder = append(d.deptOrder, key)
 		}
 	}

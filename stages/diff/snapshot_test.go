@@ -1,0 +1,111 @@
+package diff
+
+import (
+	"context"
+	"database/sql"
+	"reflect"
+	"testing"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/roster-hr/roster/pipeline/pgtest"
+)
+
+// loadUsersByColumn is the obvious way to read the snapshot, one column
+// per field: the reference loadUsers' packed read must equal.
+func loadUsersByColumn(t *testing.T, db *sqlx.DB, tenant string) *users {
+	t.Helper()
+	rows, err := db.Query(`SELECT u.id, u.employee_id, u.email, u.first_name, u.last_name,
+		COALESCE(u.manager_id, 0), COALESCE(d.name_key, ''), u.title, u.location,
+		(u.start_date - DATE '1970-01-01'), (u.deactivation_date - DATE '1970-01-01'), u.custom::text, u.active
+		FROM users u LEFT JOIN departments d ON d.id = u.department_id
+		WHERE u.tenant_id = $1 ORDER BY u.id`, tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	u := &users{}
+	for rows.Next() {
+		var (
+			id, mgr                                    int64
+			eid                                        sql.NullString
+			email, first, last, dept, title, loc, cust string
+			sd, dd                                     sql.NullInt32
+			active                                     bool
+		)
+		if err := rows.Scan(&id, &eid, &email, &first, &last, &mgr, &dept, &title, &loc, &sd, &dd, &cust, &active); err != nil {
+			t.Fatal(err)
+		}
+		u.id, u.eid, u.hasEID = append(u.id, id), append(u.eid, eid.String), append(u.hasEID, eid.Valid)
+		u.email, u.first, u.last = append(u.email, email), append(u.first, first), append(u.last, last)
+		u.manager, u.deptKey, u.title, u.loc = append(u.manager, mgr), append(u.deptKey, dept), append(u.title, title), append(u.loc, loc)
+		u.start, u.hasStart, u.deact, u.hasDeact = append(u.start, sd.Int32), append(u.hasStart, sd.Valid), append(u.deact, dd.Int32), append(u.hasDeact, dd.Valid)
+		u.custom, u.active = append(u.custom, canonicalJSON(cust)), append(u.active, active)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// TestPackedSnapshotEqualsColumns: the packed read gives every field of
+// every user exactly as the column-by-column read, for the values that
+// could break a length-prefixed format (multi-byte text, where bytes and
+// characters differ; colons, digits and dashes where a length is read;
+// control characters; empty and NULL values).
+func TestPackedSnapshotEqualsColumns(t *testing.T) {
+	db, _ := pgtest.New(t)
+	ctx := context.Background()
+	db.MustExec(`INSERT INTO tenants (id) VALUES ('t'), ('other')`)
+	db.MustExec(`INSERT INTO departments (tenant_id, name, name_key) VALUES ('t', 'Ünïcode 部門', 'ünïcode 部門'), ('t', '12:34', '12:34')`)
+	db.MustExec(`INSERT INTO users (tenant_id, employee_id, email, first_name, last_name, manager_id, department_id, title, location,
+		start_date, deactivation_date, custom, active) VALUES
+		('t', NULL, 'no-id@example.com', '', '', NULL, NULL, '', '', NULL, NULL, '{}', true),
+		('t', '-', '3:abc@example.com', '4:x', '-:', 1, (SELECT id FROM departments WHERE name_key = '12:34'), '0:', ':', '2020-02-29', NULL, '{"b": "2", "a": "1"}', true),
+		('t', '000123', 'zoë@例え.jp', 'Zoë', 'Ørsted 🎉', 2, (SELECT id FROM departments WHERE name_key = 'ünïcode 部門'), E'tab\there', E'line\nbreak\\back', '1969-12-31', '2026-01-01', '{"k": "v:1"}', false),
+		('t', '', 'empty-id@example.com', E'\x01', 'x', NULL, NULL, repeat('é', 300), repeat('1', 40), NULL, '1970-01-01', '{"n": {"deep": [1, 2]}}', true),
+		('other', '1', 'other@example.com', 'O', 'T', NULL, NULL, '', '', NULL, NULL, '{}', true)`)
+	got, err := loadUsers(ctx, db, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := loadUsersByColumn(t, db, "t")
+	if got.len() != 4 {
+		t.Fatalf("%d users read, want the tenant's 4", got.len())
+	}
+	for _, c := range []struct {
+		name      string
+		got, want any
+	}{
+		{"id", got.id, want.id}, {"eid", got.eid, want.eid}, {"hasEID", got.hasEID, want.hasEID},
+		{"email", got.email, want.email}, {"first", got.first, want.first}, {"last", got.last, want.last},
+		{"manager", got.manager, want.manager}, {"deptKey", got.deptKey, want.deptKey}, {"title", got.title, want.title},
+		{"loc", got.loc, want.loc}, {"start", got.start, want.start}, {"hasStart", got.hasStart, want.hasStart},
+		{"deact", got.deact, want.deact}, {"hasDeact", got.hasDeact, want.hasDeact}, {"custom", got.custom, want.custom},
+		{"active", got.active, want.active},
+	} {
+		if !reflect.DeepEqual(c.got, c.want) {
+			t.Errorf("%s: packed  %q\n        columns %q", c.name, c.got, c.want)
+		}
+	}
+	if j, ok := got.byEID["000123"]; !ok || got.email[j] != "zoë@例え.jp" {
+		t.Errorf("byEID[000123] = %d, %v", j, ok)
+	}
+	if _, ok := got.byEmail["zoë@例え.jp"]; ok {
+		t.Errorf("an inactive user is indexed as active")
+	}
+}
+
+// TestUnpackRefusesDamage: a packed value that does not parse is an error,
+// never a panic or a silently shifted field.
+func TestUnpackRefusesDamage(t *testing.T) {
+	var out [packedFields][]byte
+	for _, p := range []string{"", "x", "5:abc", "-", "1:a1:b", "1:a1:b1:c1:d1:e1:f9:g", "a:b", ":1"} {
+		if _, _, err := unpack([]byte(p), &out); err == nil {
+			t.Errorf("unpack(%q) accepted", p)
+		}
+	}
+	rest, hasEID, err := unpack([]byte("-:1:a0:2:bc1:d0:3:xyz{}"), &out)
+	if err != nil || hasEID || string(rest) != "{}" || string(out[1]) != "a" || string(out[3]) != "bc" || string(out[4]) != "d" || string(out[6]) != "xyz" {
+		t.Errorf("unpack: rest %q hasEID %v err %v fields %q", rest, hasEID, err, out)
+	}
+}
