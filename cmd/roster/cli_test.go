@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/csv"
 	"encoding/json"
@@ -152,5 +153,24 @@ func TestBackfillDryRunAndExportOnly(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(out, "employee_snapshot", "tenant=acme", "dt="+d, "part-0.parquet")); err != nil {
 			t.Errorf("export-only %s: %v", d, err)
 		}
+	}
+}
+
+// TestUsageListsGlobalFlagsWithoutTheDatabasePassword: `roster help`
+// prints every global flag with its default, and the database URL from
+// the environment, which may hold a password, is not one of them.
+func TestUsageListsGlobalFlagsWithoutTheDatabasePassword(t *testing.T) {
+	t.Setenv("DATABASE_URL", "postgres://roster:s3cret-in-url@db.internal/roster")
+	var out, errs bytes.Buffer
+	if code := run(context.Background(), []string{"help"}, &out, &errs); code != exitOK {
+		t.Fatalf("help exit %d: %s", code, errs.String())
+	}
+	for _, flag := range []string{"-db", "-data-dir", "-log-level", "-memory-limit-mib", "-cpu-profile"} {
+		if !strings.Contains(out.String(), flag) {
+			t.Errorf("help does not list %s:\n%s", flag, out.String())
+		}
+	}
+	if strings.Contains(out.String()+errs.String(), "s3cret-in-url") {
+		t.Fatalf("help printed the database password:\n%s", out.String())
 	}
 }

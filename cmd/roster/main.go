@@ -90,7 +90,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	a := &app{stdout: stdout, stderr: stderr}
 	global := flag.NewFlagSet("roster", flag.ContinueOnError)
 	global.SetOutput(io.Discard)
-	global.StringVar(&a.dbURL, "db", os.Getenv("DATABASE_URL"), "PostgreSQL URL (default $DATABASE_URL)")
+	// The URL's default is read after parsing, not given to the flag: the
+	// usage text prints flag defaults, and the URL may hold a password.
+	global.StringVar(&a.dbURL, "db", "", "PostgreSQL URL (default $DATABASE_URL)")
 	global.StringVar(&a.dataDir, "data-dir", envOr("ROSTER_DATA_DIR", "./var"), "data directory: SSH host key, SFTP homes, staging")
 	global.StringVar(&a.pipeline, "pipeline", "", "pipeline YAML (default: the embedded one)")
 	logFormat := global.String("log-format", "text", "log format: text or json")
@@ -100,12 +102,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cpuProfile := global.String("cpu-profile", "", "write a Go CPU profile of the command to this file (go tool pprof reads it); for finding where a slow run spends its time")
 	if err := global.Parse(args); err != nil {
 		fmt.Fprintln(stderr, "roster:", err)
-		printUsage(stderr)
+		printUsage(stderr, global)
 		return exitUsage
+	}
+	if a.dbURL == "" {
+		a.dbURL = os.Getenv("DATABASE_URL")
 	}
 	rest := global.Args()
 	if len(rest) == 0 || rest[0] == "help" || rest[0] == "-h" || rest[0] == "--help" {
-		printUsage(stdout)
+		printUsage(stdout, global)
 		if len(rest) == 0 {
 			return exitUsage
 		}
@@ -137,7 +142,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitCode(stderr, err)
 	}
 	fmt.Fprintf(stderr, "roster: unknown command %q\n", rest[0])
-	printUsage(stderr)
+	printUsage(stderr, global)
 	return exitUsage
 }
 
@@ -166,12 +171,16 @@ func oneLine(err error) string {
 	return s
 }
 
-func printUsage(w io.Writer) {
-	fmt.Fprintln(w, "usage: roster [--db URL] [--data-dir DIR] [--pipeline FILE] [--log-format text|json] COMMAND [args]")
+func printUsage(w io.Writer, global *flag.FlagSet) {
+	fmt.Fprintln(w, "usage: roster [global flags] COMMAND [args]")
 	fmt.Fprintln(w, "\ncommands:")
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-12s %s\n  %-12s   %s\n", c.name, c.help, "", c.args)
 	}
+	fmt.Fprintln(w, "\nglobal flags (before the command):")
+	global.SetOutput(w)
+	global.PrintDefaults()
+	global.SetOutput(io.Discard)
 }
 
 func envOr(k, def string) string {
