@@ -5,10 +5,14 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/roster-hr/roster/fixtures"
 )
 
 // TestCommandLineContract checks the documented command-line contract: run
@@ -172,5 +176,35 @@ func TestUsageListsGlobalFlagsWithoutTheDatabasePassword(t *testing.T) {
 	}
 	if strings.Contains(out.String()+errs.String(), "s3cret-in-url") {
 		t.Fatalf("help printed the database password:\n%s", out.String())
+	}
+}
+
+// TestPollWithMoreWorkersThanConnections: every worker holds a tenant lock
+// on its own connection for the whole run; with more workers than the
+// pool had connections, the runs waited for each other forever.
+func TestPollWithMoreWorkersThanConnections(t *testing.T) {
+	c := newCLI(t)
+	const tenants = 24
+	var users strings.Builder
+	fixtures.WriteUsers(&users, fixtures.UserOptions{Rows: 20, Seed: 3}) //nolint:errcheck
+	for i := 0; i < tenants; i++ {
+		id := fmt.Sprintf("t%02d", i)
+		c.must("tenant", "add", id)
+		in := filepath.Join(c.dataDir, "sftp", id, "incoming")
+		if err := os.MkdirAll(in, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(in, "users.csv"), []byte(users.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if code, out, errs := c.roster(ctx, "poll", "--workers", "20"); code != 0 || ctx.Err() != nil {
+		t.Fatalf("poll --workers 20: exit %d (%v)\n%s%s", code, ctx.Err(), out, errs)
+	}
+	var applied int
+	if err := c.db.Get(&applied, `SELECT count(*) FROM run_files WHERE status = 'applied'`); err != nil || applied != tenants {
+		t.Fatalf("%d files applied (%v), want %d", applied, err, tenants)
 	}
 }

@@ -202,6 +202,11 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
+// poolSize is the database connections a command may open: serve's two
+// workers (three connections each at most), its elector, nightly job and
+// status page fit with room to spare; poll grows it with --workers.
+const poolSize = 16
+
 // open connects to PostgreSQL and applies pending migrations.
 func (a *app) open(ctx context.Context) (*sqlx.DB, error) {
 	if a.db != nil {
@@ -214,7 +219,7 @@ func (a *app) open(ctx context.Context) (*sqlx.DB, error) {
 	if err != nil {
 		return nil, usagef("database URL: %v", err)
 	}
-	db.SetMaxOpenConns(16)
+	db.SetMaxOpenConns(poolSize)
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("connect to the database: %w", err)

@@ -274,14 +274,21 @@ func checkPassphrase(tenants []*pipeline.Tenant) error {
 func cmdPoll(ctx context.Context, a *app, args []string) error {
 	fs := flags("poll")
 	tenant := fs.String("tenant", "", "only this tenant (default: every tenant)")
-	workers := fs.Int("workers", 2, "tenants processed at once")
+	workers := fs.Int("workers", 2, "tenants processed at once; each holds up to three database connections (its tenant lock, its work, the snapshot read ahead), and the pool grows to match")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *workers < 1 {
+		return usagef("poll: --workers must be at least 1")
 	}
 	db, err := a.open(ctx)
 	if err != nil {
 		return err
 	}
+	// Each worker holds its tenant's lock on a session for the whole run
+	// and needs more connections to work: with the pool at 16, --workers
+	// 16 held every connection in locks and waited forever.
+	db.SetMaxOpenConns(max(poolSize, 3**workers+4))
 	rn, err := a.runner(db)
 	if err != nil {
 		return err
