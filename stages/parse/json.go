@@ -137,7 +137,7 @@ func eachObject(ctx context.Context, path string, fn func(row int, obj map[strin
 		if err := dec.Decode(&raw); err != nil {
 			return fail(err)
 		}
-		if !b.recordEnd(dec.InputOffset(), fmt.Sprintf("object %d of the JSON array", row)) {
+		if !b.recordEnd(dec.InputOffset(), func() string { return fmt.Sprintf("object %d of the JSON array", row) }) {
 			return b.checkRest()
 		}
 		done = row

@@ -196,6 +196,7 @@ type builder struct {
 	cols       []schemas.Column
 	schema     *arrow.Schema
 	rb         *array.RecordBuilder
+	textHint   []int // per column, the text bytes of the last batch (to reserve)
 	batches    []arrow.Record
 	rows       int // data rows in batches
 	inBatch    int
@@ -221,9 +222,11 @@ func (b *builder) tooLong(what string) {
 // recordEnd checks the record that ended at offset end (the decoder's input
 // offset) against max_record_bytes and marks the start of the next one. It
 // reports false, with the finding recorded, when the record was too long.
-func (b *builder) recordEnd(end int64, what string) bool {
+// what names the record for that finding; it is only called then
+// (formatting a name for each of a million rows cost a million allocations).
+func (b *builder) recordEnd(end int64, what func() string) bool {
 	if end-b.lim.start > int64(b.maxRecord) {
-		b.tooLong(what)
+		b.tooLong(what())
 		return false
 	}
 	b.lim.mark(end)
@@ -319,6 +322,22 @@ func (b *builder) startRow(row int) {
 	if b.rb == nil {
 		b.rb = array.NewRecordBuilder(b.mem, b.schema)
 	}
+	if b.inBatch == 0 {
+		// A new batch: room for its rows, and for as much text per column
+		// as the last batch had, so the buffers are not grown (and copied)
+		// a dozen times per batch. The first batch of a file starts
+		// smaller: most files are far below one batch.
+		rows := b.batchRows
+		if len(b.batches) == 0 {
+			rows = min(rows, 4096)
+		}
+		for c, fb := range b.rb.Fields() {
+			fb.Reserve(rows)
+			if sb, ok := fb.(*array.StringBuilder); ok && c < len(b.textHint) {
+				sb.ReserveData(b.textHint[c])
+			}
+		}
+	}
 	b.rb.Field(0).(*array.Int32Builder).Append(int32(row))
 }
 
@@ -345,7 +364,16 @@ func (b *builder) flush() {
 	if b.rb == nil || b.inBatch == 0 {
 		return
 	}
-	b.batches = append(b.batches, b.rb.NewRecord())
+	rec := b.rb.NewRecord()
+	b.textHint = b.textHint[:0]
+	for _, col := range rec.Columns() {
+		n := 0
+		if s, ok := col.(*array.String); ok {
+			n = len(s.ValueBytes())
+		}
+		b.textHint = append(b.textHint, n+n/8)
+	}
+	b.batches = append(b.batches, rec)
 	b.inBatch = 0
 }
 
@@ -368,7 +396,7 @@ func (b *builder) readCSV(ctx context.Context, text io.Reader, comma rune) error
 	if err != nil {
 		return b.csvError(err, 1)
 	}
-	if !b.recordEnd(r.InputOffset(), "row 1 (the header)") {
+	if !b.recordEnd(r.InputOffset(), func() string { return "row 1 (the header)" }) {
 		return b.checkRest()
 	}
 	if len(hdr) > b.maxFields {
@@ -412,7 +440,7 @@ func (b *builder) readCSV(ctx context.Context, text io.Reader, comma rune) error
 			row += start - prevEnd - 1
 		}
 		row++
-		if !b.recordEnd(r.InputOffset(), fmt.Sprintf("row %d", row)) {
+		if !b.recordEnd(r.InputOffset(), func() string { return fmt.Sprintf("row %d", row) }) {
 			return b.checkRest()
 		}
 		last := rec[len(rec)-1]
@@ -471,7 +499,7 @@ func (b *builder) drain(r *csv.Reader) error {
 			return b.csvError(err, rows+2)
 		}
 		rows++
-		if !b.recordEnd(r.InputOffset(), fmt.Sprintf("row %d", rows+1)) {
+		if !b.recordEnd(r.InputOffset(), func() string { return fmt.Sprintf("row %d", rows+1) }) {
 			return b.checkRest()
 		}
 	}
