@@ -11,7 +11,10 @@ package normalize
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
@@ -52,24 +55,60 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 		fields = append(fields, arrow.Field{Name: c.Name, Type: ArrowType(c), Nullable: true})
 	}
 	schema := arrow.NewSchema(fields, nil)
-	out := make([]arrow.Record, 0, len(f.Batches))
-	base := 0 // 0-based position of the batch's first row in the file
-	for _, in := range f.Batches {
-		if err := ctx.Err(); err != nil {
-			return pipeline.Stats{}, err
+	// Batches are independent: they are normalized on every core, each
+	// keeping its findings, which are then recorded batch by batch in file
+	// order (the order one core gave).
+	outs := make([]batchOut, len(f.Batches))
+	base := make([]int, len(f.Batches)) // 0-based position of each batch's first row
+	for i := 1; i < len(f.Batches); i++ {
+		base[i] = base[i-1] + int(f.Batches[i-1].NumRows())
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < min(runtime.GOMAXPROCS(0), len(f.Batches)); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				bi := int(next.Add(1) - 1)
+				if bi >= len(f.Batches) || ctx.Err() != nil {
+					return
+				}
+				in, o := f.Batches[bi], &outs[bi]
+				rows := array.NewInt32Data(in.Column(0).Data())
+				cols := []arrow.Array{in.Column(0)}
+				cols[0].Retain()
+				for ci, c := range f.Columns {
+					cols = append(cols, column(mem, run, o, c, in.Column(ci+1).(*array.String), rows, base[bi]))
+				}
+				rows.Release()
+				o.rec = array.NewRecord(schema, cols, in.NumRows())
+				for _, a := range cols {
+					a.Release()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	out := make([]arrow.Record, 0, len(outs))
+	for _, o := range outs {
+		if o.rec != nil {
+			out = append(out, o.rec)
 		}
-		rows := array.NewInt32Data(in.Column(0).Data())
-		cols := []arrow.Array{in.Column(0)}
-		cols[0].Retain()
-		for ci, c := range f.Columns {
-			cols = append(cols, column(mem, run, f, c, in.Column(ci+1).(*array.String), rows, base))
+	}
+	if err := ctx.Err(); err != nil {
+		for _, r := range out {
+			r.Release()
 		}
-		rows.Release()
-		out = append(out, array.NewRecord(schema, cols, in.NumRows()))
-		for _, a := range cols {
-			a.Release()
+		return pipeline.Stats{}, err
+	}
+	for _, o := range outs {
+		for _, is := range o.issues {
+			f.Issues.Add(is)
 		}
-		base += int(in.NumRows())
+		for _, sk := range o.skips {
+			f.SkipField(sk.col, sk.pos)
+		}
 	}
 	for _, b := range f.Batches {
 		b.Release()
@@ -78,7 +117,22 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 	return pipeline.Stats{RowsIn: int64(f.Rows), RowsOut: int64(f.Rows)}, nil
 }
 
-func column(mem memory.Allocator, run *pipeline.Run, f *pipeline.File, c schemas.Column, in *array.String, rows *array.Int32, base int) arrow.Array {
+// batchOut is one batch's result: its typed record and what was found.
+type batchOut struct {
+	rec    arrow.Record
+	issues []pipeline.Issue
+	skips  []skipped
+}
+
+// skipped is a row applied without one field.
+type skipped struct {
+	col string
+	pos int
+}
+
+func (o *batchOut) SkipField(col string, pos int) { o.skips = append(o.skips, skipped{col, pos}) }
+
+func column(mem memory.Allocator, run *pipeline.Run, o *batchOut, c schemas.Column, in *array.String, rows *array.Int32, base int) arrow.Array {
 	n := in.Len()
 	switch c.Type {
 	case schemas.Date:
@@ -87,7 +141,7 @@ func column(mem memory.Allocator, run *pipeline.Run, f *pipeline.File, c schemas
 		b.Reserve(n)
 		for i := 0; i < n; i++ {
 			if in.IsNull(i) {
-				f.SkipField(c.Name, base+i)
+				o.SkipField(c.Name, base+i)
 				b.AppendNull()
 				continue
 			}
@@ -98,10 +152,10 @@ func column(mem memory.Allocator, run *pipeline.Run, f *pipeline.File, c schemas
 			}
 			t, ok := schemas.ParseDate(v, run.Tenant.DateFormat)
 			if !ok {
-				f.Issues.Add(pipeline.Issue{Row: int(rows.Value(i)), Column: c.Name, Code: schemas.CodeInvalidDate, Severity: pipeline.SeverityError,
+				o.issues = append(o.issues, pipeline.Issue{Row: int(rows.Value(i)), Column: c.Name, Code: schemas.CodeInvalidDate, Severity: pipeline.SeverityError,
 					Message: fmt.Sprintf("%q is not a date; write it as YYYY-MM-DD or %s with a four-digit year (the row was applied without this field)", v, run.Tenant.DateFormat),
 					Value:   v})
-				f.SkipField(c.Name, base+i)
+				o.SkipField(c.Name, base+i)
 				b.AppendNull()
 				continue
 			}
@@ -113,16 +167,16 @@ func column(mem memory.Allocator, run *pipeline.Run, f *pipeline.File, c schemas
 		defer b.Release()
 		for i := 0; i < n; i++ {
 			if in.IsNull(i) {
-				f.SkipField(c.Name, base+i)
+				o.SkipField(c.Name, base+i)
 				b.AppendNull()
 				continue
 			}
 			v, ok := schemas.ParseBool(in.Value(i))
 			if !ok {
-				f.Issues.Add(pipeline.Issue{Row: int(rows.Value(i)), Column: c.Name, Code: schemas.CodeInvalidValue, Severity: pipeline.SeverityError,
+				o.issues = append(o.issues, pipeline.Issue{Row: int(rows.Value(i)), Column: c.Name, Code: schemas.CodeInvalidValue, Severity: pipeline.SeverityError,
 					Message: fmt.Sprintf("%q is not one of true/yes/1/x or false/no/0 (the row was applied without this field)", in.Value(i)),
 					Value:   in.Value(i)})
-				f.SkipField(c.Name, base+i)
+				o.SkipField(c.Name, base+i)
 				b.AppendNull()
 				continue
 			}
@@ -136,7 +190,7 @@ func column(mem memory.Allocator, run *pipeline.Run, f *pipeline.File, c schemas
 	b.ReserveData(len(in.ValueBytes()))
 	for i := 0; i < n; i++ {
 		if in.IsNull(i) {
-			f.SkipField(c.Name, base+i)
+			o.SkipField(c.Name, base+i)
 			b.AppendNull()
 			continue
 		}
