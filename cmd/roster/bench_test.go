@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -172,6 +173,7 @@ func TestBench(t *testing.T) {
 			r.Met, r.Target = &met, label
 		}
 	}
+	breakdown := stageTimes{}
 	for _, field := range strings.Split(envOr("ROSTER_BENCH_ROWS", "100000,1000000"), ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(field))
 		if err != nil || n < 0 {
@@ -194,7 +196,7 @@ func TestBench(t *testing.T) {
 			d, _ = timed(t, exec.Command("psql", url, "-q", "-v", "ON_ERROR_STOP=1", "-f", script))
 			again.Seconds = append(again.Seconds, d.Seconds())
 
-			_, url = pgtest.New(t)
+			rdb, url := pgtest.New(t)
 			data := t.TempDir()
 			rosterCmd := func(args ...string) *exec.Cmd {
 				return exec.Command(bin, append([]string{"--db", url, "--data-dir", data}, args...)...)
@@ -206,6 +208,20 @@ func TestBench(t *testing.T) {
 			d, peak = timedRun(t, rosterCmd("run", "--json", "--tenant", "bench", "--file", shuffled), func(_, u int) bool { return u == n })
 			rSame.Seconds = append(rSame.Seconds, d.Seconds())
 			rss.Seconds = append(rss.Seconds, float64(peak)/(1<<30))
+			// Where the time went, from the ledger: run 1 is the first
+			// load, run 2 the reordered file.
+			var st []struct {
+				Run   int64   `db:"run_id"`
+				Stage string  `db:"stage"`
+				MS    float64 `db:"duration_ms"`
+			}
+			if err := rdb.Select(&st, `SELECT run_id, stage, duration_ms FROM run_stages WHERE run_id IN (1, 2) ORDER BY id`); err != nil {
+				t.Fatal(err)
+			}
+			for _, x := range st {
+				b := breakdown.of(n, map[int64]string{1: "first load", 2: "reordered"}[x.Run])
+				b[x.Stage] = append(b[x.Stage], x.MS)
+			}
 		}
 		add(first)
 		add(again)
@@ -243,8 +259,9 @@ func TestBench(t *testing.T) {
 		fmt.Fprintf(w, "%s\t%d\t%.3f\t%s\t%s\t%s\n", r.Name, r.Rows, r.Median, ratio, r.Target, met)
 	}
 	w.Flush()
+	stagesJSON := breakdown.print(os.Stdout)
 	host, _ := os.Hostname()
-	b, _ := json.MarshalIndent(map[string]any{"host": host, "cpus": cpus(), "when": time.Now().UTC(), "results": results}, "", "  ")
+	b, _ := json.MarshalIndent(map[string]any{"host": host, "cpus": cpus(), "when": time.Now().UTC(), "results": results, "stages_ms": stagesJSON}, "", "  ")
 	os.WriteFile(filepath.Join(dir, "results.json"), b, 0o644) //nolint:errcheck
 }
 
@@ -351,4 +368,41 @@ func benchTenants(t *testing.T, bin string, n int) benchResult {
 	r.Met, r.Target = &met, "≤ 60 ms per file"
 	r.Note = fmt.Sprintf("%.1f ms per file", 1000*d.Seconds()/float64(n))
 	return r
+}
+
+// stageTimes collects, per file size and run, each stage's durations.
+type stageTimes map[string]map[string][]float64
+
+func (s stageTimes) of(rows int, run string) map[string][]float64 {
+	k := fmt.Sprintf("%08d|%s", rows, run) // zero-padded: sorts by size
+	if s[k] == nil {
+		s[k] = map[string][]float64{}
+	}
+	return s[k]
+}
+
+// print writes the median of each stage per file size and run, the
+// stages in pipeline order, and returns the same for results.json.
+func (s stageTimes) print(out io.Writer) map[string]map[string]float64 {
+	order := []string{"fetch", "decrypt", "parse", "normalize", "validate", "diff", "apply", "report", "export"}
+	res := map[string]map[string]float64{}
+	if len(s) == 0 {
+		return res
+	}
+	fmt.Fprintln(out, "\nwhere roster's time goes (median ms per stage, from run_stages):")
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "ROWS|RUN\t"+strings.ToUpper(strings.Join(order, "\t")))
+	for _, k := range slices.Sorted(maps.Keys(s)) {
+		name := strings.TrimLeft(k, "0")
+		res[name] = map[string]float64{}
+		line := []string{name}
+		for _, st := range order {
+			m := median(s[k][st])
+			res[name][st] = m
+			line = append(line, fmt.Sprintf("%.0f", m))
+		}
+		fmt.Fprintln(w, strings.Join(line, "\t"))
+	}
+	w.Flush()
+	return res
 }
