@@ -195,13 +195,25 @@ func parallel(n, minLen int, fn func(lo, hi int)) {
 		return
 	}
 	var wg sync.WaitGroup
+	var once sync.Once
+	var crash any
 	for w := 0; w < workers; w++ {
 		lo, hi := n*w/workers, n*(w+1)/workers
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// A panic in a worker is raised again in the caller, where the
+			// runner turns it into a failed file instead of a dead process.
+			defer func() {
+				if p := recover(); p != nil {
+					once.Do(func() { crash = p })
+				}
+			}()
 			fn(lo, hi)
 		}()
 	}
 	wg.Wait()
+	if crash != nil {
+		panic(crash)
+	}
 }

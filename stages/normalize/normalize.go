@@ -65,10 +65,19 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 	}
 	var next atomic.Int64
 	var wg sync.WaitGroup
+	var once sync.Once
+	var crash any
 	for w := 0; w < min(runtime.GOMAXPROCS(0), len(f.Batches)); w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// A panic in a worker is raised again below, in the stage's
+			// goroutine, where the runner turns it into a failed file.
+			defer func() {
+				if p := recover(); p != nil {
+					once.Do(func() { crash = p })
+				}
+			}()
 			for {
 				bi := int(next.Add(1) - 1)
 				if bi >= len(f.Batches) || ctx.Err() != nil {
@@ -90,6 +99,9 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 		}()
 	}
 	wg.Wait()
+	if crash != nil {
+		panic(crash)
+	}
 	out := make([]arrow.Record, 0, len(outs))
 	for _, o := range outs {
 		if o.rec != nil {
