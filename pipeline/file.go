@@ -2,7 +2,9 @@ package pipeline
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/apache/arrow/go/v17/arrow"
@@ -202,6 +204,13 @@ func (f *File) startPrefetch(ctx context.Context, stage string, p Prefetcher, ru
 	f.prefetch[stage] = pf
 	go func() {
 		defer close(pf.done)
+		// A panic here would end the process: it becomes the stage's
+		// error instead, as safeProcess does for Process.
+		defer func() {
+			if r := recover(); r != nil {
+				pf.val, pf.err = nil, fmt.Errorf("stage %s panicked reading ahead: %v\n%s", stage, r, debug.Stack())
+			}
+		}()
 		pf.val, pf.err = p.Prefetch(ctx, run)
 	}()
 }

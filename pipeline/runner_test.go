@@ -332,10 +332,14 @@ type probe struct {
 	started chan struct{} // closed when a Prefetch starts
 	ended   chan error    // what the Prefetch's context ended with
 	got     []any         // per Process call: the prefetched value, or nil
+	crash   bool          // Prefetch panics
 }
 
 func (p *probe) Prefetch(ctx context.Context, run *pipeline.Run) (any, error) {
 	close(p.started)
+	if p.crash {
+		panic("prefetch crashed")
+	}
 	if run.Tenant.ID == "acme" && len(p.got) == 0 {
 		// Wait until the runner collects or cancels: a prefetch outlives
 		// parse, and a rejected file must cancel it.
@@ -404,5 +408,13 @@ func TestPrefetchOverlapsOneFileAndIsCancelledForARejectedOne(t *testing.T) {
 	}
 	if err := <-p.ended; !errors.Is(err, context.Canceled) {
 		t.Fatalf("rejected file: the prefetch ended with %v, want it cancelled", err)
+	}
+
+	// A panic while reading ahead fails the file (a system failure), and
+	// the process lives on.
+	p.started, p.got, p.crash = make(chan struct{}), nil, true
+	res = e.run(pipeline.Request{}, e.write("crash.csv", []byte("x")))
+	if f := res.Files[0]; f.Status != pipeline.StatusFailed || f.Err == nil || !strings.Contains(f.Err.Error(), "prefetch crashed") {
+		t.Fatalf("panicking prefetch: status %s, err %v", f.Status, f.Err)
 	}
 }
