@@ -73,7 +73,7 @@ func (d *userDiff) resolveManagers() {
 	var mu sync.Mutex
 	found := map[int][]pending{} // by the first row of a range
 	var anyChange atomic.Bool
-	parallel(len(d.rows), 1<<14, func(lo, hi int) {
+	pipeline.Parallel(len(d.rows), 1<<14, func(lo, hi int) {
 		var issues []pending
 		changed := false
 		for i := lo; i < hi; i++ {

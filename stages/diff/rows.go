@@ -1,9 +1,6 @@
 package diff
 
 import (
-	"runtime"
-	"sync"
-
 	"github.com/apache/arrow/go/v17/arrow/array"
 	"github.com/roster-hr/roster/pipeline"
 	"github.com/roster-hr/roster/schemas"
@@ -122,7 +119,7 @@ func readRows(f *pipeline.File) ([]inRow, [][numFields]*array.String) {
 		bases[b] = base
 		base += int(f.Batches[b].NumRows())
 	}
-	parallel(len(f.Batches), 1, func(lo, hi int) {
+	pipeline.Parallel(len(f.Batches), 1, func(lo, hi int) {
 		for b := lo; b < hi; b++ {
 			cols[b] = readBatch(f, b, bases[b], out, colIdx, customCols, &skip)
 		}
@@ -183,37 +180,4 @@ func readBatch(f *pipeline.File, b, base int, out []inRow, colIdx map[string]int
 		}
 	}
 	return str
-}
-
-// parallel calls fn over [0, n) split into one range per core, each at
-// least minLen long, and waits for them all. fn must only write what its
-// own range owns.
-func parallel(n, minLen int, fn func(lo, hi int)) {
-	workers := max(1, min(runtime.GOMAXPROCS(0), n/max(1, minLen)))
-	if workers == 1 {
-		fn(0, n)
-		return
-	}
-	var wg sync.WaitGroup
-	var once sync.Once
-	var crash any
-	for w := 0; w < workers; w++ {
-		lo, hi := n*w/workers, n*(w+1)/workers
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// A panic in a worker is raised again in the caller, where the
-			// runner turns it into a failed file instead of a dead process.
-			defer func() {
-				if p := recover(); p != nil {
-					once.Do(func() { crash = p })
-				}
-			}()
-			fn(lo, hi)
-		}()
-	}
-	wg.Wait()
-	if crash != nil {
-		panic(crash)
-	}
 }

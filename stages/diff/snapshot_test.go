@@ -109,20 +109,3 @@ func TestUnpackRefusesDamage(t *testing.T) {
 		t.Errorf("unpack: rest %q hasEID %v err %v fields %q", rest, hasEID, err, out)
 	}
 }
-
-// TestParallelRaisesAWorkersPanicInTheCaller: a panic on another core
-// must reach the caller, where the runner recovers it as a failed file,
-// instead of killing the process.
-func TestParallelRaisesAWorkersPanicInTheCaller(t *testing.T) {
-	defer func() {
-		if p := recover(); p != "boom" {
-			t.Fatalf("recovered %v, want the worker's panic", p)
-		}
-	}()
-	parallel(1<<20, 1, func(lo, hi int) {
-		if hi == 1<<20 { // the last range: another goroutine when there are two cores
-			panic("boom")
-		}
-	})
-	t.Fatal("parallel returned after a worker panicked")
-}

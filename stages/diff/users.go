@@ -51,7 +51,7 @@ func (d *userDiff) run_() error {
 	// reads the snapshot and writes its own row. New users may be rejected
 	// (a missing required key), which reports an issue, so they go one by
 	// one, in row order.
-	parallel(len(d.rows), 1<<14, func(lo, hi int) {
+	pipeline.Parallel(len(d.rows), 1<<14, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			if r := &d.rows[i]; !r.rejected && r.target >= 0 {
 				d.decide(r)
@@ -71,7 +71,7 @@ func (d *userDiff) run_() error {
 	d.checkSeats()
 	d.resolveManagers()
 	d.resolveDepartments()
-	parallel(len(d.rows), 1<<14, func(lo, hi int) {
+	pipeline.Parallel(len(d.rows), 1<<14, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			if r := &d.rows[i]; !r.rejected {
 				d.classify(r)

@@ -11,10 +11,7 @@ package normalize
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"strings"
-	"sync"
-	"sync/atomic"
 
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
@@ -63,45 +60,22 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 	for i := 1; i < len(f.Batches); i++ {
 		base[i] = base[i-1] + int(f.Batches[i-1].NumRows())
 	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	var once sync.Once
-	var crash any
-	for w := 0; w < min(runtime.GOMAXPROCS(0), len(f.Batches)); w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// A panic in a worker is raised again below, in the stage's
-			// goroutine, where the runner turns it into a failed file.
-			defer func() {
-				if p := recover(); p != nil {
-					once.Do(func() { crash = p })
-				}
-			}()
-			for {
-				bi := int(next.Add(1) - 1)
-				if bi >= len(f.Batches) || ctx.Err() != nil {
-					return
-				}
-				in, o := f.Batches[bi], &outs[bi]
-				rows := array.NewInt32Data(in.Column(0).Data())
-				cols := []arrow.Array{in.Column(0)}
-				cols[0].Retain()
-				for ci, c := range f.Columns {
-					cols = append(cols, column(mem, run, o, c, in.Column(ci+1).(*array.String), rows, base[bi]))
-				}
-				rows.Release()
-				o.rec = array.NewRecord(schema, cols, in.NumRows())
-				for _, a := range cols {
-					a.Release()
-				}
+	pipeline.Parallel(len(f.Batches), 1, func(lo, hi int) {
+		for bi := lo; bi < hi && ctx.Err() == nil; bi++ {
+			in, o := f.Batches[bi], &outs[bi]
+			rows := array.NewInt32Data(in.Column(0).Data())
+			cols := []arrow.Array{in.Column(0)}
+			cols[0].Retain()
+			for ci, c := range f.Columns {
+				cols = append(cols, column(mem, run, o, c, in.Column(ci+1).(*array.String), rows, base[bi]))
 			}
-		}()
-	}
-	wg.Wait()
-	if crash != nil {
-		panic(crash)
-	}
+			rows.Release()
+			o.rec = array.NewRecord(schema, cols, in.NumRows())
+			for _, a := range cols {
+				a.Release()
+			}
+		}
+	})
 	out := make([]arrow.Record, 0, len(outs))
 	for _, o := range outs {
 		if o.rec != nil {
