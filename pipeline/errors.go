@@ -26,7 +26,17 @@ var (
 	// ErrNoFiles: a run asked to discover its files found none, and was
 	// not recorded.
 	ErrNoFiles = errors.New("no files to process")
+	// ErrSkipped: a stage had nothing to do in this run by its
+	// configuration (the export with when: nightly, in a dry run, …). The
+	// ledger records it as "skipped" with the reason; it is no failure,
+	// and stage duration metrics leave it out.
+	ErrSkipped = errors.New("skipped")
 )
+
+// Skip returns an ErrSkipped saying why.
+func Skip(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrSkipped, fmt.Sprintf(format, args...))
+}
 
 // Rejection rejects a whole file for a data reason, with a stable issue code.
 type Rejection struct {

@@ -272,7 +272,7 @@ func (rn *Runner) Run(ctx context.Context, req Request) (*Result, error) {
 		if lerr := ledger.RecordStage(ctx, run.ID, 0, sr); lerr != nil {
 			return rn.finish(ctx, run, res, lerr)
 		}
-		if err != nil {
+		if err != nil && !errors.Is(err, ErrSkipped) {
 			run.Log.Error("run stage failed", "stage", st.Spec.Name, "err", err)
 			return rn.finish(ctx, run, res, fmt.Errorf("stage %s: %w", st.Spec.Name, err))
 		}
@@ -313,6 +313,9 @@ func (rn *Runner) fileStage(ctx context.Context, run *Run, st Configured, f *Fil
 	f.Stages = append(f.Stages, sr)
 	if lerr := run.Ledger.RecordStage(ctx, run.ID, f.ID, sr); lerr != nil {
 		return lerr
+	}
+	if errors.Is(err, ErrSkipped) {
+		err = nil
 	}
 	if err != nil {
 		f.Err = err
@@ -415,6 +418,10 @@ func (rn *Runner) finish(ctx context.Context, run *Run, res *Result, err error) 
 func stageResult(name string, st Stats, started time.Time, err error) StageResult {
 	sr := StageResult{Stage: name, RowsIn: st.RowsIn, RowsOut: st.RowsOut,
 		DurationMS: float64(time.Since(started).Microseconds()) / 1000, Status: "ok"}
+	if errors.Is(err, ErrSkipped) {
+		sr.Status, sr.Error = "skipped", err.Error()
+		return sr
+	}
 	if err != nil {
 		sr.Error = err.Error()
 		sr.Status = "failed"

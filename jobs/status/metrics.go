@@ -217,7 +217,8 @@ func (c *ledgerCollector) read(ctx context.Context) ([]prometheus.Metric, []stri
 }
 
 // stageHistograms builds roster_stage_duration_seconds from run_stages in
-// one query. Prometheus buckets count d <= bound, while width_bucket counts
+// one query, leaving out stages skipped by their configuration (an export
+// left to the nightly job would otherwise count as a 0 s export per run). Prometheus buckets count d <= bound, while width_bucket counts
 // lower bounds <= operand; so the query asks width_bucket(-d, -bounds
 // reversed), which is the number of bounds >= d: a row with w such bounds
 // falls in the cumulative buckets from index len(bounds)-w up.
@@ -228,7 +229,7 @@ func stageHistograms(ctx context.Context, tx *sqlx.Tx) ([]prometheus.Metric, err
 		neg[n-1-i] = -b
 	}
 	rows, err := tx.QueryContext(ctx, `SELECT stage, width_bucket(-duration_ms / 1000.0, $1::float8[]), count(*), sum(duration_ms) / 1000.0
-		FROM run_stages GROUP BY 1, 2`, pq.Float64Array(neg))
+		FROM run_stages WHERE status <> 'skipped' GROUP BY 1, 2`, pq.Float64Array(neg))
 	if err != nil {
 		return nil, err
 	}

@@ -63,8 +63,13 @@ func OutDir(stagingDir string) string {
 }
 
 func (s stage) Finish(ctx context.Context, run *pipeline.Run, _ []*pipeline.File) (pipeline.Stats, error) {
-	if !s.afterRun || run.DryRun || run.Tenant == nil || !run.Tenant.ExportEnabled {
-		return pipeline.Stats{}, nil
+	switch {
+	case !s.afterRun:
+		return pipeline.Stats{}, pipeline.Skip("the export runs nightly (when: %s), for each completed day", WhenNightly)
+	case run.DryRun:
+		return pipeline.Stats{}, pipeline.Skip("a dry run exports nothing")
+	case run.Tenant == nil || !run.Tenant.ExportEnabled:
+		return pipeline.Stats{}, pipeline.Skip("the export is off for this tenant")
 	}
 	opts := s.opts
 	if opts.Out == "" {
