@@ -170,48 +170,6 @@ func runsList(ctx context.Context, a *app, args []string) error {
 	return w.Flush()
 }
 
-type fileDetail struct {
-	ID          int64  `db:"id" json:"file_id"`
-	Name        string `db:"name" json:"name"`
-	SHA256      string `db:"sha256" json:"sha256"`
-	Size        int64  `db:"size" json:"size"`
-	Kind        string `db:"kind" json:"kind"`
-	Status      string `db:"status" json:"status"`
-	Rows        int    `db:"rows" json:"rows"`
-	Created     int    `db:"created" json:"created"`
-	Updated     int    `db:"updated" json:"updated"`
-	Deactivated int    `db:"deactivated" json:"deactivated"`
-	Reactivated int    `db:"reactivated" json:"reactivated"`
-	Scheduled   int    `db:"scheduled" json:"scheduled"`
-	Unchanged   int    `db:"unchanged" json:"unchanged"`
-	Errors      int    `db:"errors" json:"errors"`
-	Warnings    int    `db:"warnings" json:"warnings"`
-	ErrorCode   string `db:"error_code" json:"error_code"`
-	Error       string `db:"error" json:"error"`
-}
-
-type stageDetail struct {
-	File       sql.NullString `db:"file" json:"-"`
-	FileName   string         `json:"file"`
-	Stage      string         `db:"stage" json:"stage"`
-	Status     string         `db:"status" json:"status"`
-	RowsIn     int64          `db:"rows_in" json:"rows_in"`
-	RowsOut    int64          `db:"rows_out" json:"rows_out"`
-	DurationMS float64        `db:"duration_ms" json:"duration_ms"`
-	Error      string         `db:"error" json:"error,omitempty"`
-}
-
-type issueDetail struct {
-	File     string        `db:"file" json:"file"`
-	Row      sql.NullInt64 `db:"row" json:"-"`
-	RowJSON  *int64        `json:"row"`
-	Column   string        `db:"column" json:"column"`
-	Code     string        `db:"code" json:"code"`
-	Severity string        `db:"severity" json:"severity"`
-	Message  string        `db:"message" json:"message"`
-	Value    string        `db:"value" json:"value"`
-}
-
 func runsShow(ctx context.Context, a *app, args []string) error {
 	fs := flags("runs show")
 	asJSON := fs.Bool("json", false, "print JSON")
@@ -235,35 +193,17 @@ func runsShow(ctx context.Context, a *app, args []string) error {
 	} else if err != nil {
 		return fmt.Errorf("read run %d: %w", id, err)
 	}
-	files := []fileDetail{}
-	stages := []stageDetail{}
-	issues := []issueDetail{}
-	if err := db.SelectContext(ctx, &files, `SELECT id, name, sha256, size, kind, status, rows, created, updated, deactivated,
-		reactivated, scheduled, unchanged, errors, warnings, error_code, error FROM run_files WHERE run_id = $1 ORDER BY id`, id); err != nil {
-		return fmt.Errorf("read run files: %w", err)
+	rec, err := pipeline.ReadRunRecords(ctx, db, id, 0)
+	if err != nil {
+		return err
 	}
-	if err := db.SelectContext(ctx, &stages, `SELECT f.name AS file, s.stage, s.status, s.rows_in, s.rows_out, s.duration_ms, s.error
-		FROM run_stages s LEFT JOIN run_files f ON f.id = s.file_id WHERE s.run_id = $1 ORDER BY s.id`, id); err != nil {
-		return fmt.Errorf("read run stages: %w", err)
-	}
-	if err := db.SelectContext(ctx, &issues, `SELECT COALESCE(f.name, '') AS file, i.row, i."column", i.code, i.severity, i.message, i.value
-		FROM issues i LEFT JOIN run_files f ON f.id = i.file_id WHERE i.run_id = $1 ORDER BY i.file_id, i.row NULLS FIRST, i.id`, id); err != nil {
-		return fmt.Errorf("read run issues: %w", err)
-	}
-	for i := range stages {
-		stages[i].FileName = stages[i].File.String
-	}
-	for i := range issues {
-		if issues[i].Row.Valid {
-			issues[i].RowJSON = &issues[i].Row.Int64
-		}
-	}
+	files, stages, issues := rec.Files, rec.Stages, rec.Issues
 	if *asJSON {
 		return writeJSON(a.stdout, struct {
 			runSummary
-			Files  []fileDetail  `json:"files"`
-			Stages []stageDetail `json:"stages"`
-			Issues []issueDetail `json:"issues"`
+			Files  []pipeline.FileRecord  `json:"files"`
+			Stages []pipeline.StageRecord `json:"stages"`
+			Issues []pipeline.IssueRecord `json:"issues"`
 		}{run, files, stages, issues})
 	}
 	fmt.Fprintf(a.stdout, "run %d  tenant %s  %s  date %s  %s\n", run.RunID, run.Tenant, run.Trigger, run.LogicalDate, run.Status)
@@ -278,15 +218,15 @@ func runsShow(ctx context.Context, a *app, args []string) error {
 	}
 	fmt.Fprintln(w, "\nFILE\tSTAGE\tSTATUS\tROWS IN\tROWS OUT\tDURATION")
 	for _, s := range stages {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%.1f ms\n", s.FileName, s.Stage, s.Status, s.RowsIn, s.RowsOut, s.DurationMS)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%.1f ms\n", s.File, s.Stage, s.Status, s.RowsIn, s.RowsOut, s.DurationMS)
 	}
 	w.Flush()
 	if len(issues) > 0 {
 		fmt.Fprintf(a.stdout, "\nissues (%d):\n", len(issues))
 		for _, is := range issues {
 			loc := "file"
-			if is.Row.Valid {
-				loc = fmt.Sprintf("row %d", is.Row.Int64)
+			if is.Row != nil {
+				loc = fmt.Sprintf("row %d", *is.Row)
 			}
 			fmt.Fprintf(a.stdout, "  %s  %s %s %s %s: %s\n", is.File, is.Severity, is.Code, loc, is.Column, is.Message)
 		}

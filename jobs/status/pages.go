@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/roster-hr/roster/pipeline"
 )
 
 // RecentRuns is how many runs the index page lists; IssuesShown how many
@@ -47,46 +48,6 @@ type runRow struct {
 	Duration      string       `db:"-"`
 }
 
-type fileRow struct {
-	ID          int64  `db:"id"`
-	Name        string `db:"name"`
-	Kind        string `db:"kind"`
-	Status      string `db:"status"`
-	Size        int64  `db:"size"`
-	SHA256      string `db:"sha256"`
-	Rows        int    `db:"rows"`
-	Created     int    `db:"created"`
-	Updated     int    `db:"updated"`
-	Deactivated int    `db:"deactivated"`
-	Reactivated int    `db:"reactivated"`
-	Scheduled   int    `db:"scheduled"`
-	Unchanged   int    `db:"unchanged"`
-	Errors      int    `db:"errors"`
-	Warnings    int    `db:"warnings"`
-	ErrorCode   string `db:"error_code"`
-	Error       string `db:"error"`
-}
-
-type stageRow struct {
-	Stage      string  `db:"stage"`
-	File       string  `db:"file"`
-	Status     string  `db:"status"`
-	RowsIn     int64   `db:"rows_in"`
-	RowsOut    int64   `db:"rows_out"`
-	DurationMS float64 `db:"duration_ms"`
-	Error      string  `db:"error"`
-}
-
-type issueRow struct {
-	File     string        `db:"file"`
-	Row      sql.NullInt64 `db:"row"`
-	Column   string        `db:"column"`
-	Code     string        `db:"code"`
-	Severity string        `db:"severity"`
-	Message  string        `db:"message"`
-	Value    string        `db:"value"`
-}
-
 type indexPage struct {
 	Now     time.Time
 	Tenants []tenantRow
@@ -96,9 +57,9 @@ type indexPage struct {
 type runPage struct {
 	Now         time.Time
 	Run         runRow
-	Files       []fileRow
-	Stages      []stageRow
-	Issues      []issueRow
+	Files       []pipeline.FileRecord
+	Stages      []pipeline.StageRecord
+	Issues      []pipeline.IssueRecord
 	IssuesTotal int
 }
 
@@ -148,23 +109,12 @@ func (s *server) run(w http.ResponseWriter, r *http.Request) {
 		if err := tx.GetContext(ctx, &p.Run, `SELECT `+runColumns+` FROM runs r WHERE r.id = $1`, id); err != nil {
 			return err
 		}
-		if err := tx.SelectContext(ctx, &p.Files, `SELECT id, name, kind, status, size, sha256, rows, created, updated,
-				deactivated, reactivated, scheduled, unchanged, errors, warnings, error_code, error
-			FROM run_files WHERE run_id = $1 ORDER BY id`, id); err != nil {
-			return fmt.Errorf("files: %w", err)
+		rec, err := pipeline.ReadRunRecords(ctx, tx, id, IssuesShown)
+		if err != nil {
+			return err
 		}
-		if err := tx.SelectContext(ctx, &p.Stages, `SELECT s.stage, coalesce(f.name, '') AS file, s.status, s.rows_in,
-				s.rows_out, s.duration_ms, s.error
-			FROM run_stages s LEFT JOIN run_files f ON f.id = s.file_id WHERE s.run_id = $1 ORDER BY s.id`, id); err != nil {
-			return fmt.Errorf("stages: %w", err)
-		}
+		p.Files, p.Stages, p.Issues = rec.Files, rec.Stages, rec.Issues
 		if err := tx.GetContext(ctx, &p.IssuesTotal, `SELECT count(*) FROM issues WHERE run_id = $1`, id); err != nil {
-			return fmt.Errorf("issues: %w", err)
-		}
-		if err := tx.SelectContext(ctx, &p.Issues, `SELECT coalesce(f.name, '') AS file, i.row, i."column", i.code,
-				i.severity, i.message, i.value
-			FROM issues i LEFT JOIN run_files f ON f.id = i.file_id WHERE i.run_id = $1
-			ORDER BY i.file_id NULLS FIRST, i.row NULLS FIRST, i.id LIMIT $2`, id, IssuesShown); err != nil {
 			return fmt.Errorf("issues: %w", err)
 		}
 		return nil
@@ -335,7 +285,7 @@ const runContent = `{{define "title"}}roster run {{.Run.ID}}{{end}}
 <h2>Issues</h2>
 {{if gt .IssuesTotal (len .Issues)}}<p class="muted">The first {{len .Issues}} of {{.IssuesTotal}} issues.</p>{{end}}
 <table><thead><tr><th>file</th><th class="n">row</th><th>column</th><th>code</th><th>severity</th><th>message</th><th>value</th></tr></thead><tbody>
-{{range .Issues}}<tr><td class="w">{{.File}}</td><td class="n">{{if .Row.Valid}}{{.Row.Int64}}{{end}}</td><td>{{.Column}}</td><td><code>{{.Code}}</code></td>
+{{range .Issues}}<tr><td class="w">{{.File}}</td><td class="n">{{with .Row}}{{.}}{{end}}</td><td>{{.Column}}</td><td><code>{{.Code}}</code></td>
 <td><span class="s {{.Severity}}">{{.Severity}}</span></td><td class="w">{{.Message}}</td><td class="w">{{.Value}}</td></tr>
 {{else}}<tr><td colspan="7" class="muted">no issues</td></tr>{{end}}
 </tbody></table>{{end}}`

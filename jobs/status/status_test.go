@@ -405,7 +405,8 @@ func TestPages(t *testing.T) {
 	if err := l.db.Select(&codes, `SELECT DISTINCT code FROM issues WHERE run_id = $1`, l.runs["partial"].RunID); err != nil || len(codes) == 0 {
 		t.Fatalf("issues of the partial run: %v %v", codes, err)
 	}
-	for _, want := range append(codes, "users-2.csv", "applied", "not-an-email", "validate", "apply") {
+	// The issue's row number, printed as a number (row 4 holds not-an-email).
+	for _, want := range append(codes, "users-2.csv", "applied", "not-an-email", "validate", "apply", `<td class="w">users-2.csv</td><td class="n">4</td>`) {
 		if !strings.Contains(body, want) {
 			t.Errorf("partial run page lacks %q", want)
 		}
