@@ -2,7 +2,6 @@ package diff
 
 import (
 	"fmt"
-	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -64,14 +63,14 @@ func (d *userDiff) resolveManagers() {
 		return -1, false
 	}
 	// Rows are resolved on every core: each writes only its own manager
-	// fields and reads the indexes; the issues are kept per range and
-	// reported afterwards in row order.
+	// fields and reads the indexes; the issues (at most one per row) are
+	// gathered and reported afterwards in row order.
 	type pending struct {
 		r                     *inRow
 		col, code, msg, value string
 	}
 	var mu sync.Mutex
-	found := map[int][]pending{} // by the first row of a range
+	var found []pending
 	var anyChange atomic.Bool
 	pipeline.Parallel(len(d.rows), 1<<14, func(lo, hi int) {
 		var issues []pending
@@ -128,16 +127,15 @@ func (d *userDiff) resolveManagers() {
 			changed = true
 		}
 		mu.Lock()
-		found[lo] = issues
+		found = append(found, issues...)
 		mu.Unlock()
 		if changed {
 			anyChange.Store(true)
 		}
 	})
-	for _, lo := range slices.Sorted(maps.Keys(found)) {
-		for _, p := range found[lo] {
-			d.issue(p.r, p.col, p.code, p.msg, p.value, pipeline.SeverityError)
-		}
+	slices.SortFunc(found, func(a, b pending) int { return a.r.pos - b.r.pos })
+	for _, p := range found {
+		d.issue(p.r, p.col, p.code, p.msg, p.value, pipeline.SeverityError)
 	}
 	changed := anyChange.Load()
 	if changed {
