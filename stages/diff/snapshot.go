@@ -244,8 +244,11 @@ func loadDepartments(ctx context.Context, db *sqlx.DB, tenant string, counts boo
 		d.byKey[key] = i
 		d.byID[id] = i
 	}
-	if err := rows.Err(); err != nil || !counts {
-		return d, err
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("diff: read departments: %w", err)
+	}
+	if !counts {
+		return d, nil
 	}
 	var n []struct {
 		ID    int64 `db:"department_id"`
