@@ -91,7 +91,10 @@ func (a *applier) users(ctx context.Context) error {
 	newID := make(map[int32]int64, creates)
 	if creates > 0 {
 		var ids []int64
-		if err := a.tx.SelectContext(ctx, &ids, `SELECT nextval(pg_get_serial_sequence('users', 'id')) FROM generate_series(1, $1)`, creates); err != nil {
+		// The sequence by its name, a constant: pg_get_serial_sequence()
+		// in this select is evaluated once per row, and made reserving a
+		// million ids take 6.4 s instead of 0.65 s.
+		if err := a.tx.SelectContext(ctx, &ids, `SELECT nextval('users_id_seq'::regclass) FROM generate_series(1, $1)`, creates); err != nil {
 			return fmt.Errorf("apply: reserve user ids: %w", err)
 		}
 		k := 0
