@@ -23,7 +23,7 @@ func directory(t *testing.T, db *sqlx.DB) string {
 	t.Helper()
 	var parts []string
 	for _, q := range []string{
-		`SELECT coalesce(string_agg(concat_ws(',', u.employee_id, u.email, u.first_name, u.title, m.email, u.deactivation_date, u.active), '|' ORDER BY u.email), '')
+		`SELECT coalesce(string_agg(concat_ws(',', u.employee_id, u.email, u.first_name, u.title, m.email, u.deactivation_date, u.active, u.created_run_id IS NOT NULL), '|' ORDER BY u.email), '')
 			FROM users u LEFT JOIN users m ON m.id = u.manager_id`,
 		`SELECT coalesce(string_agg(concat_ws(',', h.action, h.effective_date, u.email, h.changes - 'manager_id'), '|' ORDER BY h.effective_date, u.email, h.action), '')
 			FROM user_history h JOIN users u ON u.id = h.user_id`,

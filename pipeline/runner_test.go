@@ -162,8 +162,15 @@ func TestFirstLoadCreatesEveryUserWithManagersAndDepartments(t *testing.T) {
 	if n := e.count(`SELECT count(*) FROM users WHERE employee_id LIKE '''%' OR employee_id !~ '^0'`); n != 0 {
 		t.Fatalf("%d employee ids kept an apostrophe or lost zeros", n)
 	}
-	if n := e.count(`SELECT count(*) FROM user_history WHERE action = 'create'`); n != 1000 {
-		t.Fatalf("%d create history rows, want 1000", n)
+	// A creation is recorded on the user, not as a history row.
+	if n := e.count(`SELECT count(*) FROM users WHERE created_run_id = $1 AND created_file_id IS NOT NULL`, res.RunID); n != 1000 {
+		t.Fatalf("%d users record the run and file that created them, want 1000", n)
+	}
+	if n := e.count(`SELECT count(*) FROM user_history`); n != 0 {
+		t.Fatalf("a first load wrote %d history rows, want none", n)
+	}
+	if n := e.count(`SELECT count(*) FROM user_field_history WHERE action = 'create' AND field = 'email' AND old_value IS NULL AND run_id = $1`, res.RunID); n != 1000 {
+		t.Fatalf("user_field_history lists %d creations, want 1000", n)
 	}
 	// Every stage is in the ledger with its rows.
 	if n := e.count(`SELECT count(*) FROM run_stages WHERE run_id = $1 AND stage = 'parse' AND rows_out = 1000`, res.RunID); n != 1 {
@@ -200,8 +207,21 @@ func TestChangedFileCountsAndHistory(t *testing.T) {
 	if c.Created != 2 || c.Updated != 5 || c.Deactivated != 3 || c.Unchanged != 992 || c.Reactivated != 0 || c.Scheduled != 0 {
 		t.Fatalf("counts %+v, want created 2, updated 5, deactivated 3, unchanged 992", c)
 	}
-	if n := e.count(`SELECT count(*) FROM user_history WHERE run_id = $1`, res.RunID); n != 10 {
-		t.Fatalf("%d history rows, want 10", n)
+	if n := e.count(`SELECT count(*) FROM user_history WHERE run_id = $1`, res.RunID); n != 8 {
+		t.Fatalf("%d history rows, want 8 (5 updates, 3 deactivations)", n)
+	}
+	if n := e.count(`SELECT count(*) FROM users WHERE created_run_id = $1`, res.RunID); n != 2 {
+		t.Fatalf("%d users created by the second run, want 2", n)
+	}
+	// The view still shows each user as created: the title the first file
+	// gave, which the change recorded as old, not the current one.
+	if n := e.count(`SELECT count(*) FROM user_field_history c JOIN user_field_history h ON h.user_id = c.user_id AND h.field = c.field
+		WHERE c.action = 'create' AND c.field = 'title' AND h.run_id = $1 AND h.action = 'update'
+		AND c.new_value = h.old_value AND c.new_value <> 'Chief Example Officer'`, res.RunID); n != 5 {
+		t.Fatalf("%d changed titles show their first value at creation, want 5", n)
+	}
+	if n := e.count(`SELECT count(*) FROM user_field_history WHERE action = 'create' AND field = 'title'`); n != 1002 {
+		t.Fatalf("%d creations in user_field_history, want 1002", n)
 	}
 	if n := e.count(`SELECT count(*) FROM user_field_history WHERE run_id = $1 AND field = 'title' AND new_value = 'Chief Example Officer'`, res.RunID); n != 5 {
 		t.Fatalf("%d title history rows, want 5", n)

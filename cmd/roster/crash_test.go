@@ -60,7 +60,7 @@ func state(t *testing.T, db *sqlx.DB) string {
 	var parts []string
 	for _, q := range []string{
 		`SELECT string_agg(concat_ws(',', u.employee_id, u.email, u.first_name, u.last_name, m.email, d.name, u.title, u.location,
-			u.start_date, u.deactivation_date, u.custom::text, u.active), '|' ORDER BY u.email) FROM users u
+			u.start_date, u.deactivation_date, u.custom::text, u.active, u.created_run_id IS NOT NULL), '|' ORDER BY u.email) FROM users u
 			LEFT JOIN users m ON m.id = u.manager_id LEFT JOIN departments d ON d.id = u.department_id`,
 		`SELECT string_agg(concat_ws(',', d.name, p.name, d.active), '|' ORDER BY d.name) FROM departments d LEFT JOIN departments p ON p.id = d.parent_id`,
 		`SELECT string_agg(concat_ws(',', h.action, h.effective_date, u.email, h.changes - 'manager_id'), '|' ORDER BY u.email, h.action)

@@ -2,9 +2,7 @@ package apply
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/apache/arrow/go/v17/arrow"
@@ -60,8 +58,7 @@ func optDate(a *array.Date32, i int) any {
 // New users are the bulk of a first load, so they take the short way: their
 // ids are reserved from the sequence in one query, managers new in the same
 // file and departments are resolved here, and the rows are COPYed straight
-// into users, with their history (built here: a create has no "before")
-// COPYed into user_history. Changes to existing users go through a
+// into users, which records their creation (see copyCreates). Changes to existing users go through a
 // temporary table and UPDATE … FROM, their history computed in SQL from the
 // state before the change.
 func (a *applier) users(ctx context.Context) error {
@@ -72,7 +69,7 @@ func (a *applier) users(ctx context.Context) error {
 	if a.f.ID > 0 {
 		fileID = a.f.ID
 	}
-	deptID, deptName, err := a.departmentIndex(ctx)
+	deptID, err := a.departmentIndex(ctx)
 	if err != nil {
 		return err
 	}
@@ -138,11 +135,11 @@ func (a *applier) users(ctx context.Context) error {
 	}
 	if creates > 0 {
 		started := time.Now()
-		if err := a.copyCreates(ctx, newID, manager, department, deptName, fileID); err != nil {
+		if err := a.copyCreates(ctx, newID, manager, department, fileID); err != nil {
 			return err
 		}
 		if a.run.Log != nil {
-			a.run.Log.Debug("apply step", "file", a.f.Name, "step", "copy creates and their history", "rows", creates, "ms", time.Since(started).Milliseconds())
+			a.run.Log.Debug("apply step", "file", a.f.Name, "step", "copy creates", "rows", creates, "ms", time.Since(started).Milliseconds())
 		}
 	}
 	return nil
@@ -206,33 +203,38 @@ func (a *applier) updates(ctx context.Context, manager, department func(planCols
 	return nil
 }
 
-// departmentIndex maps the tenant's department keys to ids and names, read
+// departmentIndex maps the tenant's department keys to ids, read
 // once the file's departments exist.
-func (a *applier) departmentIndex(ctx context.Context) (map[string]int64, map[int64]string, error) {
-	rows, err := a.tx.QueryContext(ctx, `SELECT id, name, name_key FROM departments WHERE tenant_id = $1`, a.run.Tenant.ID)
+func (a *applier) departmentIndex(ctx context.Context) (map[string]int64, error) {
+	rows, err := a.tx.QueryContext(ctx, `SELECT id, name_key FROM departments WHERE tenant_id = $1`, a.run.Tenant.ID)
 	if err != nil {
-		return nil, nil, fmt.Errorf("apply: read departments: %w", err)
+		return nil, fmt.Errorf("apply: read departments: %w", err)
 	}
 	defer rows.Close()
-	ids, names := map[string]int64{}, map[int64]string{}
+	ids := map[string]int64{}
 	for rows.Next() {
 		var id int64
-		var name, key string
-		if err := rows.Scan(&id, &name, &key); err != nil {
-			return nil, nil, err
+		var key string
+		if err := rows.Scan(&id, &key); err != nil {
+			return nil, fmt.Errorf("apply: read departments: %w", err)
 		}
-		ids[key], names[id] = id, name
+		ids[key] = id
 	}
-	return ids, names, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("apply: read departments: %w", err)
+	}
+	return ids, nil
 }
 
-// copyCreates COPYs the new users into users and their history into
-// user_history. The history JSON is what the SQL of updates would give for
-// a user with no "before": every field with a value, as {"new": value}.
-func (a *applier) copyCreates(ctx context.Context, newID map[int32]int64, manager, department func(planCols, int) any,
-	deptName map[int64]string, fileID any) error {
+// copyCreates COPYs the new users into users. Their creation is recorded
+// on the row itself (created_run_id, created_file_id), not in
+// user_history: the state a user was created with is what later changes
+// record as "old" (roster_user_initial in the schema), so a row per new
+// user there would repeat it at twice the cost of the users themselves.
+func (a *applier) copyCreates(ctx context.Context, newID map[int32]int64, manager, department func(planCols, int) any, fileID any) error {
 	users, err := pipeline.PrepareCopy(ctx, a.tx, "users", "id", "tenant_id", "employee_id", "email", "first_name", "last_name",
-		"manager_id", "department_id", "title", "location", "start_date", "deactivation_date", "custom", "active", "last_run_id")
+		"manager_id", "department_id", "title", "location", "start_date", "deactivation_date", "custom", "active", "last_run_id",
+		"created_run_id", "created_file_id")
 	if err != nil {
 		return fmt.Errorf("apply: copy new users: %w", err)
 	}
@@ -244,7 +246,7 @@ func (a *applier) copyCreates(ctx context.Context, newID map[int32]int64, manage
 			}
 			if _, err := users.ExecContext(ctx, newID[c.row.Value(i)], a.run.Tenant.ID, optStr(c.eid, i), c.email.Value(i), c.first.Value(i), c.last.Value(i),
 				manager(c, i), department(c, i), c.title.Value(i), c.loc.Value(i), optDate(c.start, i), optDate(c.deact, i), c.custom.Value(i),
-				c.active.Value(i), a.run.ID); err != nil {
+				c.active.Value(i), a.run.ID, a.run.ID, fileID); err != nil {
 				users.Close()
 				return fmt.Errorf("apply: copy new users: %w", err)
 			}
@@ -257,100 +259,5 @@ func (a *applier) copyCreates(ctx context.Context, newID map[int32]int64, manage
 	if err := users.Close(); err != nil {
 		return fmt.Errorf("apply: copy new users: %w", err)
 	}
-	// Second pass, once the users are in (one COPY at a time per
-	// connection): their history, built row by row into one reused buffer
-	// rather than held for the whole file.
-	h, err := pipeline.PrepareCopy(ctx, a.tx, "user_history", "tenant_id", "run_id", "file_id", "user_id", "action", "effective_date", "changes")
-	if err != nil {
-		return fmt.Errorf("apply: copy history: %w", err)
-	}
-	buf := make([]byte, 0, 512)
-	for _, r := range a.f.Plan.Users {
-		c := colsOf(r)
-		for i := 0; i < int(r.NumRows()); i++ {
-			if c.action.Value(i) != schemas.ActCreate {
-				continue
-			}
-			buf = createHistory(buf[:0], c, i, manager(c, i), department(c, i), deptName)
-			if _, err := h.ExecContext(ctx, a.run.Tenant.ID, a.run.ID, fileID, newID[c.row.Value(i)], schemas.ActCreate,
-				optDate(c.effective, i), string(buf)); err != nil {
-				h.Close()
-				return fmt.Errorf("apply: copy history: %w", err)
-			}
-		}
-	}
-	if _, err := h.ExecContext(ctx); err != nil {
-		h.Close()
-		return fmt.Errorf("apply: copy history: %w", err)
-	}
-	return h.Close()
-}
-
-// createHistory appends a new user's history JSON to buf: what the SQL of
-// updates gives for a user with no "before", every field with a value as
-// {"new": value}.
-func createHistory(buf []byte, c planCols, i int, mgr, dept any, deptName map[int64]string) []byte {
-	buf = append(buf, '{')
-	field := func(name string, v any) {
-		if len(buf) > 1 {
-			buf = append(buf, ',')
-		}
-		buf = strconv.AppendQuote(buf, name)
-		buf = append(buf, `:{"new":`...)
-		switch x := v.(type) {
-		case string:
-			buf = appendJSONString(buf, x)
-		case int64:
-			buf = strconv.AppendInt(buf, x, 10)
-		case bool:
-			buf = strconv.AppendBool(buf, x)
-		case json.RawMessage:
-			buf = append(buf, x...)
-		}
-		buf = append(buf, '}')
-	}
-	if !c.eid.IsNull(i) {
-		field("employee_id", c.eid.Value(i))
-	}
-	field("email", c.email.Value(i))
-	field("first_name", c.first.Value(i))
-	field("last_name", c.last.Value(i))
-	if mgr != nil {
-		field("manager_id", mgr.(int64))
-	}
-	if dept != nil {
-		field("department", deptName[dept.(int64)])
-	}
-	field("title", c.title.Value(i))
-	field("location", c.loc.Value(i))
-	if d := optDate(c.start, i); d != nil {
-		field("start_date", d.(string))
-	}
-	if d := optDate(c.deact, i); d != nil {
-		field("deactivation_date", d.(string))
-	}
-	field("custom", json.RawMessage(c.custom.Value(i)))
-	field("active", c.active.Value(i))
-	return append(buf, '}')
-}
-
-// appendJSONString appends s as a JSON string. PostgreSQL parses it into
-// jsonb, so any valid escaping gives the same value; this one escapes only
-// what JSON requires (quote, backslash, control characters), the text being
-// valid UTF-8 already. It replaces a reflection-based json.Marshal per field.
-func appendJSONString(buf []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	buf = append(buf, '"')
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '"' || c == '\\':
-			buf = append(buf, '\\', c)
-		case c < 0x20:
-			buf = append(buf, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
-		default:
-			buf = append(buf, c)
-		}
-	}
-	return append(buf, '"')
+	return nil
 }

@@ -20,7 +20,7 @@ type change struct {
 func parseChanges(u *user) (map[string]change, error) {
 	var ch map[string]change
 	if err := json.Unmarshal([]byte(u.changes), &ch); err != nil {
-		return nil, fmt.Errorf("export: history row %d: %w", u.historyID, err)
+		return nil, fmt.Errorf("export: changes of user %d by run %d: %w", u.id, u.runID, err)
 	}
 	return ch, nil
 }

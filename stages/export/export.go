@@ -299,7 +299,7 @@ func (w *writer) profile(ctx context.Context, p *partition) error {
 		}
 		p.str(u.action)
 		p.str(u.fields)
-		p.i64(u.historyID)
+		p.ni64(u.historyID)
 		p.i64(u.runID)
 		p.ts(u.recorded)
 		p.run(u.runID)
@@ -329,7 +329,7 @@ func (w *writer) events(ctx context.Context, p *partition) error {
 			p.str(u.title)
 			p.str(u.loc)
 			p.str(u.action)
-			p.i64(u.historyID)
+			p.ni64(u.historyID)
 			p.i64(u.runID)
 			p.ts(u.recorded)
 			p.run(u.runID)

@@ -404,8 +404,19 @@ func TestExportHistory(t *testing.T) {
 // every termination follows a hire or rehire, not earlier in date.
 func checkBalanced(t *testing.T, events []row) {
 	t.Helper()
+	// Recording order: by run, a creation (no history row) before changes.
+	hid := func(ev row) int64 {
+		if id, ok := ev["history_id"].(int64); ok {
+			return id
+		}
+		return 0
+	}
 	sort.SliceStable(events, func(a, b int) bool {
-		return events[a]["history_id"].(int64) < events[b]["history_id"].(int64)
+		ra, rb := events[a]["run_id"].(int64), events[b]["run_id"].(int64)
+		if ra != rb {
+			return ra < rb
+		}
+		return hid(events[a]) < hid(events[b])
 	})
 	employed := map[int64]string{} // user → date of the open hire
 	hires, terms := 0, 0

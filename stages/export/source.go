@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -60,76 +61,168 @@ type source struct {
 	ds     string // the date, YYYY-MM-DD
 }
 
-// prepareSQL builds, for the transaction only, the helpers and the two
-// working tables:
+// prepareSQL builds, for the transaction only, three working tables:
 //
-//   - exp_users: every user as of the date — the replay of every change
-//     recorded by runs of logical date <= D, in recording order;
-//   - exp_day: every change recorded by runs of logical date D, with the
-//     user's state after it (the same replay, up to that change), the state
-//     before it, and the next change's effective date.
+//   - exp_touched: the users the runs of logical date D created or changed;
+//   - exp_users: every user as of the date — created by a run of logical
+//     date <= D, with the replay of every change recorded by runs of
+//     logical date <= D, in recording order — and, for touched users, the
+//     state they were created with (init);
+//   - exp_day: every creation and change recorded by runs of logical date D,
+//     with the user's state after it (the same replay, up to that change),
+//     the state before it, and the next change's effective date.
 //
 // The replay needs no per-row function: changes map each field to
 // {"old", "new"} (apply strips a null "new"), so concatenating the changes
 // objects in recording order (roster_merge, jsonb || as an aggregate) leaves
-// each field's last change, whose "new" is the field's value.
+// each field's last change, whose "new" is the field's value. A creation
+// has no user_history row: the state a user was created with is, field by
+// field, the "old" of the field's first recorded change, else the current
+// value (the schema's roster_user_initial; done here set-based).
 var prepareSQL = []string{
 	// Sorting the history of a large tenant in memory, not on disk; no JIT,
 	// whose compilation costs more than these queries (the recursive
 	// manager tree is estimated far too large).
 	`SET LOCAL work_mem = '64MB'`,
 	`SET LOCAL jit = off`,
-	`CREATE AGGREGATE pg_temp.roster_merge(jsonb) (SFUNC = jsonb_concat, STYPE = jsonb, INITCOND = '{}')`,
-	`CREATE TEMP TABLE exp_users ON COMMIT DROP AS
-	WITH s AS (
-		SELECT h.user_id, pg_temp.roster_merge(h.changes ORDER BY h.id) AS st, max(h.id) AS last_id
-		FROM user_history h JOIN runs r ON r.id = h.run_id
-		WHERE h.tenant_id = $1 AND r.logical_date <= $2::date
-		GROUP BY h.user_id
-		HAVING bool_or(h.action = 'create'))
-	SELECT s.user_id, ` + stateCols("s.st") + `, lh.run_id AS last_run_id, lh.recorded_at AS last_recorded_at
-	FROM s JOIN user_history lh ON lh.id = s.last_id`,
-	`ALTER TABLE exp_users ADD PRIMARY KEY (user_id)`,
-	`ANALYZE exp_users`,
-	// The users the date's runs changed. Their history is then found by
-	// user_id alone (ids are global), which stays fast even before
+	// The users the date's runs created or changed. Their history is then
+	// found by user_id alone (ids are global), which stays fast even before
 	// PostgreSQL has statistics on a freshly loaded user_history.
 	`CREATE TEMP TABLE exp_touched ON COMMIT DROP AS
-	SELECT DISTINCT h.user_id FROM user_history h JOIN runs r ON r.id = h.run_id
-	WHERE h.tenant_id = $1 AND r.logical_date = $2::date`,
+	SELECT h.user_id FROM user_history h JOIN runs r ON r.id = h.run_id
+	WHERE h.tenant_id = $1 AND r.logical_date = $2::date
+	UNION
+	SELECT u.id FROM users u JOIN runs r ON r.id = u.created_run_id
+	WHERE u.tenant_id = $1 AND r.logical_date = $2::date`,
 	`ALTER TABLE exp_touched ADD PRIMARY KEY (user_id)`,
 	`ANALYZE exp_touched`,
+	// Most users have no history: their state is their row, read as it is
+	// (no jsonb built per user, which took 40 s for a million).
+	`CREATE TEMP TABLE exp_users ON COMMIT DROP AS
+	WITH f AS (
+		SELECT h.user_id, roster_merge(roster_history_olds(h.changes) ORDER BY h.id DESC) AS olds
+		FROM user_history h WHERE h.tenant_id = $1
+		GROUP BY h.user_id),
+	s AS (
+		SELECT h.user_id, roster_merge(h.changes ORDER BY h.id) AS st, max(h.id) AS last_id
+		FROM user_history h JOIN runs r ON r.id = h.run_id
+		WHERE h.tenant_id = $1 AND r.logical_date <= $2::date
+		GROUP BY h.user_id)
+	SELECT u.id AS user_id, ` + asOfCols("s.st", "f.olds") + `,
+		coalesce(lh.run_id, u.created_run_id) AS last_run_id, coalesce(lh.recorded_at, u.created_at) AS last_recorded_at,
+		u.created_run_id, cr.logical_date AS created_on, u.created_at,
+		-- A user the date's runs touched and whose replay has more than the
+		-- creation needs that state as jsonb (init) for exp_day; one only
+		-- created by them (all of a first load) is read from here as it is.
+		CASE WHEN t.user_id IS NOT NULL AND s.user_id IS NOT NULL THEN ` + initState("f.olds") + ` END AS init,
+		t.user_id IS NOT NULL AND s.user_id IS NULL AS created_only
+	FROM users u JOIN runs cr ON cr.id = u.created_run_id
+	LEFT JOIN departments d ON d.id = u.department_id
+	LEFT JOIN f ON f.user_id = u.id LEFT JOIN s ON s.user_id = u.id
+	LEFT JOIN user_history lh ON lh.id = s.last_id LEFT JOIN exp_touched t ON t.user_id = u.id
+	WHERE u.tenant_id = $1 AND cr.logical_date <= $2::date`,
+	`ALTER TABLE exp_users ADD PRIMARY KEY (user_id)`,
+	`ANALYZE exp_users`,
+	// A creation comes first in its user's replay (seq 0; history ids are
+	// positive) and has no history id.
 	`CREATE TEMP TABLE exp_day ON COMMIT DROP AS
 	SELECT x.* FROM (
 		SELECT w.*,
-			lag(w.st) OVER (PARTITION BY w.user_id ORDER BY w.id) AS prev_st,
-			lead(w.effective_date) OVER (PARTITION BY w.user_id ORDER BY w.id) AS next_eff,
-			first_value(w.effective_date) OVER (PARTITION BY w.user_id ORDER BY w.id) AS first_seen
+			lag(w.st) OVER p AS prev_st,
+			lead(w.effective_date) OVER p AS next_eff,
+			first_value(w.effective_date) OVER p AS first_seen
 		FROM (
-			SELECT h.id, h.user_id, h.run_id, h.action, h.effective_date, h.recorded_at, r.logical_date, h.changes,
-				pg_temp.roster_merge(h.changes) OVER (PARTITION BY h.user_id ORDER BY h.id) AS st
-			FROM exp_touched t JOIN user_history h ON h.user_id = t.user_id JOIN runs r ON r.id = h.run_id
-			WHERE r.logical_date <= $1::date
+			SELECT c.*, roster_merge(c.changes) OVER (PARTITION BY c.user_id ORDER BY c.seq) AS st
+			FROM (
+				SELECT h.id, h.id AS seq, h.user_id, h.run_id, h.action, h.effective_date, h.recorded_at, r.logical_date, h.changes
+				FROM exp_touched t JOIN user_history h ON h.user_id = t.user_id JOIN runs r ON r.id = h.run_id
+				WHERE r.logical_date <= $1::date
+				UNION ALL
+				SELECT NULL::bigint, 0, u.user_id, u.created_run_id, 'create', u.created_on, u.created_at, u.created_on, u.init
+				FROM exp_users u WHERE u.init IS NOT NULL
+			) c
 		) w
+		WINDOW p AS (PARTITION BY w.user_id ORDER BY w.seq)
 	) x
 	WHERE x.logical_date = $1::date AND EXISTS (SELECT 1 FROM exp_users u WHERE u.user_id = x.user_id)`,
 }
 
-// stateCols projects a replayed state (a jsonb object of field values)
-// into the user columns.
-func stateCols(st string) string {
-	r := strings.NewReplacer("ST", st)
-	return r.Replace(`ST -> 'employee_id' ->> 'new' AS employee_id, coalesce(ST -> 'email' ->> 'new', '') AS email,
-		coalesce(ST -> 'first_name' ->> 'new', '') AS first_name, coalesce(ST -> 'last_name' ->> 'new', '') AS last_name,
-		(ST -> 'manager_id' ->> 'new')::bigint AS manager_id, ST -> 'department' ->> 'new' AS department,
-		coalesce(ST -> 'title' ->> 'new', '') AS title, coalesce(ST -> 'location' ->> 'new', '') AS location,
-		ST -> 'start_date' ->> 'new' AS start_date, ST -> 'deactivation_date' ->> 'new' AS deactivation_date,
-		CASE WHEN jsonb_typeof(ST -> 'custom' -> 'new') = 'object' THEN (ST -> 'custom' -> 'new')::text ELSE '{}' END AS custom,
-		coalesce((ST -> 'active' ->> 'new')::boolean, false) AS active`)
+// stateField is a user field as history records it: its name in changes,
+// the current value's expression (u: users, d: the user's department), and
+// how a value is projected into a state column: from a jsonb value (json)
+// or from the current one (cur); %s is the expression.
+type stateField struct{ name, col, json, cur string }
+
+var stateFields = []stateField{
+	{"employee_id", "u.employee_id", `%s #>> '{}'`, `%s`},
+	{"email", "u.email", `coalesce(%s #>> '{}', '')`, `%s`},
+	{"first_name", "u.first_name", `coalesce(%s #>> '{}', '')`, `%s`},
+	{"last_name", "u.last_name", `coalesce(%s #>> '{}', '')`, `%s`},
+	{"manager_id", "u.manager_id", `(%s #>> '{}')::bigint`, `%s`},
+	{"department", "d.name", `%s #>> '{}'`, `%s`},
+	{"title", "u.title", `coalesce(%s #>> '{}', '')`, `%s`},
+	{"location", "u.location", `coalesce(%s #>> '{}', '')`, `%s`},
+	{"start_date", "u.start_date", `%s #>> '{}'`, `to_char(%s, 'YYYY-MM-DD')`},
+	{"deactivation_date", "u.deactivation_date", `%s #>> '{}'`, `to_char(%s, 'YYYY-MM-DD')`},
+	{"custom", "u.custom", `CASE WHEN jsonb_typeof(%[1]s) = 'object' THEN (%[1]s)::text ELSE '{}' END`, `%s::text`},
+	{"active", "u.active", `coalesce((%s #>> '{}')::boolean, false)`, `%s`},
 }
 
+// The column names are the fields', but for department (by name).
 const stateSelect = `employee_id, email, first_name, last_name, manager_id, department, title, location,
 	start_date, deactivation_date, custom, active`
+
+// stateCols projects a replayed state (a jsonb object of field changes,
+// each {"old", "new"}) into the user columns.
+func stateCols(st string) string {
+	var cols []string
+	for _, f := range stateFields {
+		cols = append(cols, fmt.Sprintf(f.json, fmt.Sprintf("(%s -> '%s' -> 'new')", st, f.name))+" AS "+f.name)
+	}
+	return strings.Join(cols, ", ")
+}
+
+// asOfCols projects a user as of a date into the user columns: a field
+// the replayed changes (st) set has their last value, else the value it
+// was created with — the first change's old value (olds, from
+// roster_history_olds) — else the current one.
+func asOfCols(st, olds string) string {
+	var cols []string
+	for _, f := range stateFields {
+		cols = append(cols, fmt.Sprintf("CASE WHEN %[1]s ? '%[3]s' THEN %[4]s WHEN %[2]s ? '%[3]s' THEN %[5]s ELSE %[6]s END AS %[3]s",
+			st, olds, f.name, fmt.Sprintf(f.json, fmt.Sprintf("(%s -> '%s' -> 'new')", st, f.name)),
+			fmt.Sprintf(f.json, fmt.Sprintf("(%s -> '%s')", olds, f.name)), fmt.Sprintf(f.cur, f.col)))
+	}
+	return strings.Join(cols, ",\n\t\t")
+}
+
+// setFields lists, sorted and comma-separated, the fields a user of
+// exp_users (alias u) has a value for: what a creation set.
+func setFields(u string) string {
+	names := make([]string, len(stateFields))
+	for i, f := range stateFields {
+		names[i] = f.name
+	}
+	slices.Sort(names)
+	var parts []string
+	for _, n := range names {
+		parts = append(parts, fmt.Sprintf("CASE WHEN %s.%s IS NOT NULL THEN '%s' END", u, n, n))
+	}
+	return "concat_ws(',', " + strings.Join(parts, ", ") + ")"
+}
+
+// initState is the state a user was created with, in the shape of
+// history's changes ({"field": {"new": value}}, fields without a value
+// left out, as roster_state gives it): the first change's old value of
+// each field (olds), else the current value.
+func initState(olds string) string {
+	var parts []string
+	for _, f := range stateFields {
+		v := fmt.Sprintf("CASE WHEN %[1]s ? '%[2]s' THEN %[1]s -> '%[2]s' ELSE to_jsonb(%[3]s) END", olds, f.name, f.col)
+		parts = append(parts, fmt.Sprintf("'%s', CASE WHEN jsonb_typeof(%[2]s) <> 'null' THEN jsonb_build_object('new', %[2]s) END", f.name, v))
+	}
+	return "jsonb_strip_nulls(jsonb_build_object(" + strings.Join(parts, ", ") + "))"
+}
 
 func (s *source) prepare(ctx context.Context) error {
 	for _, q := range prepareSQL {
@@ -166,7 +259,7 @@ type user struct {
 	firstSeen, prevStart   *day
 	action, changes        string
 	fields                 string // changed fields, sorted, comma-separated
-	historyID              int64
+	historyID              *int64 // nil for a creation: no user_history row holds it
 	oldMgrEID, oldMgrEmail *string
 	newMgrEID, newMgrEmail *string
 }
@@ -221,22 +314,38 @@ func (s *source) snapshot(ctx context.Context, each func(*user) error) error {
 // user's state after it: by user then recording order (byUser), or in
 // recording order.
 func (s *source) changes(ctx context.Context, byUser bool, each func(*user) error) error {
-	order := "d.id"
+	// Recording order: a run writes its updates' history before its new
+	// users, and new users in file order (their ids).
+	order := "d.run_id, d.action = 'create', d.seq, d.user_id"
 	if byUser {
-		order = "d.user_id, d.id"
+		order = "d.user_id, d.seq"
 	}
 	// Events of a create need only the state after it: its changes are
 	// not sent.
-	rows, err := s.tx.QueryContext(ctx, `SELECT d.id, d.user_id, d.run_id, d.action, d.recorded_at,
-			CASE WHEN d.action = 'create' THEN '{}' ELSE d.changes::text END,
-			(SELECT string_agg(k, ',' ORDER BY k COLLATE "C") FROM jsonb_object_keys(d.changes) k),
-			to_char(d.effective_date, 'YYYY-MM-DD'), to_char(d.next_eff, 'YYYY-MM-DD'), to_char(d.first_seen, 'YYYY-MM-DD'),
-			d.prev_st -> 'start_date' ->> 'new', `+stateCols("d.st")+`, m.employee_id, m.email,
-			mo.employee_id, mo.email, mn.employee_id, mn.email
-		FROM exp_day d
-		LEFT JOIN exp_users m ON m.user_id = (d.st -> 'manager_id' ->> 'new')::bigint
-		LEFT JOIN exp_users mo ON mo.user_id = (d.changes -> 'manager_id' ->> 'old')::bigint
-		LEFT JOIN exp_users mn ON mn.user_id = (d.changes -> 'manager_id' ->> 'new')::bigint
+	// Events of a create need only the state after it: its changes are
+	// not sent. Users only created by the date's runs come from exp_users
+	// (their state is as created; no later change, no previous state).
+	rows, err := s.tx.QueryContext(ctx, `SELECT id, user_id, run_id, action, recorded_at, changes, fields, eff, next_eff, first_seen, prev_start,
+			`+stateSelect+`, m_eid, m_email, mo_eid, mo_email, mn_eid, mn_email
+		FROM (
+			SELECT d.id, d.seq, d.user_id, d.run_id, d.action, d.recorded_at,
+				CASE WHEN d.action = 'create' THEN '{}' ELSE d.changes::text END AS changes,
+				(SELECT string_agg(k, ',' ORDER BY k COLLATE "C") FROM jsonb_object_keys(d.changes) k) AS fields,
+				to_char(d.effective_date, 'YYYY-MM-DD') AS eff, to_char(d.next_eff, 'YYYY-MM-DD') AS next_eff,
+				to_char(d.first_seen, 'YYYY-MM-DD') AS first_seen, d.prev_st -> 'start_date' ->> 'new' AS prev_start,
+				`+stateCols("d.st")+`, m.employee_id AS m_eid, m.email AS m_email,
+				mo.employee_id AS mo_eid, mo.email AS mo_email, mn.employee_id AS mn_eid, mn.email AS mn_email
+			FROM exp_day d
+			LEFT JOIN exp_users m ON m.user_id = (d.st -> 'manager_id' ->> 'new')::bigint
+			LEFT JOIN exp_users mo ON mo.user_id = (d.changes -> 'manager_id' ->> 'old')::bigint
+			LEFT JOIN exp_users mn ON mn.user_id = (d.changes -> 'manager_id' ->> 'new')::bigint
+			UNION ALL
+			SELECT NULL, 0, u.user_id, u.created_run_id, 'create', u.created_at, '{}', `+setFields("u")+`,
+				to_char(u.created_on, 'YYYY-MM-DD'), NULL, to_char(u.created_on, 'YYYY-MM-DD'), NULL,
+				`+prefixed("u", stateSelect)+`, m.employee_id, m.email, NULL, NULL, m.employee_id, m.email
+			FROM exp_users u LEFT JOIN exp_users m ON m.user_id = u.manager_id
+			WHERE u.created_only
+		) d
 		ORDER BY `+order)
 	if err != nil {
 		return fmt.Errorf("export: read changes: %w", err)
@@ -245,7 +354,8 @@ func (s *source) changes(ctx context.Context, byUser bool, each func(*user) erro
 	var u user
 	var sc userScan
 	var fields, eff, next, first, prevStart, oe, oem, ne, nem sql.NullString
-	dests := []any{&u.historyID, &u.id, &u.runID, &u.action, &u.recorded, &u.changes, &fields, &eff, &next, &first, &prevStart}
+	var hid sql.NullInt64
+	dests := []any{&hid, &u.id, &u.runID, &u.action, &u.recorded, &u.changes, &fields, &eff, &next, &first, &prevStart}
 	dests = append(dests, u.dests(&sc)...)
 	dests = append(dests, &oe, &oem, &ne, &nem)
 	for rows.Next() {
@@ -253,11 +363,12 @@ func (s *source) changes(ctx context.Context, byUser bool, each func(*user) erro
 			return fmt.Errorf("export: read changes: %w", err)
 		}
 		u.settle(&sc)
+		u.historyID = nint(hid)
 		u.fields = fields.String
 		u.effDate, u.nextEff, u.firstSeen, u.prevStart = nday(eff), nday(next), nday(first), nday(prevStart)
 		u.oldMgrEID, u.oldMgrEmail, u.newMgrEID, u.newMgrEmail = nstr(oe), nstr(oem), nstr(ne), nstr(nem)
 		if u.effDate == nil {
-			return fmt.Errorf("export: history row %d has no effective date", u.historyID)
+			return fmt.Errorf("export: %s of user %d by run %d has no effective date", u.action, u.id, u.runID)
 		}
 		if err := each(&u); err != nil {
 			return err

@@ -111,7 +111,7 @@ var (
 		col("effective_end", tDate, true, "First day the state no longer held (exclusive): the effective start of the user's next state known on the partition date; null while the state is current. Later partitions hold the states that follow."),
 		col("change_action", tString, false, "What roster did: `create`, `update`, `deactivate`, `reactivate` or `schedule` (a future deactivation date set)."),
 		col("changed_fields", tString, false, "The fields the change set, comma-separated and sorted (e.g. `department,title`)."),
-		col("history_id", tInt64, false, "The `user_history` row the state comes from."),
+		col("history_id", tInt64, true, "The `user_history` row the state comes from; null for the state a user was created with (roster records a creation on the user, `users.created_run_id`)."),
 		col("run_id", tInt64, false, "The run that recorded the state."),
 		cLoad)
 
@@ -130,7 +130,7 @@ var (
 		col("title", tString, false, "The user's title after the event."),
 		col("location", tString, false, "The user's location after the event."),
 		col("change_action", tString, false, "The roster action that recorded the event (`create`, `update`, `deactivate`, `reactivate`, `schedule`)."),
-		col("history_id", tInt64, false, "The `user_history` row the event comes from (several events may share one)."),
+		col("history_id", tInt64, true, "The `user_history` row the event comes from (several events may share one); null for the events of a creation (`hire`, and the `termination` of a user who arrived deactivated)."),
 		col("run_id", tInt64, false, "The run that recorded the event."),
 		cLoad)
 
