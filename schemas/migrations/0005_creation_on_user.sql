@@ -13,7 +13,18 @@
 -- user_history keeps one row per user and run that changed an existing
 -- user.
 
+-- The view is made again below, over the new columns.
+DROP VIEW user_field_history;
+
+-- The unique indexes' text keys compare bytes ("C" collation) instead of
+-- calling the locale's strcoll ~20 times per insert and index: COPY of 1M
+-- new users 7.5 s → 6.1 s (without those two indexes it is 3.5 s).
+-- Equality is the same under every deterministic collation; only an ORDER
+-- BY on these columns sorts by code point, which C.UTF-8 does anyway.
 ALTER TABLE users
+    ALTER COLUMN tenant_id TYPE text COLLATE "C",
+    ALTER COLUMN employee_id TYPE text COLLATE "C",
+    ALTER COLUMN email TYPE text COLLATE "C",
     ADD COLUMN created_run_id  bigint, -- the run that created the user (no key: hot path, like last_run_id)
     ADD COLUMN created_file_id bigint;
 
@@ -68,7 +79,7 @@ $$;
 -- The view keeps its rows for creations: one per field the user was
 -- created with (old_value null), with the creating run's logical date as
 -- effective date and a null id (no user_history row holds it).
-CREATE OR REPLACE VIEW user_field_history AS
+CREATE VIEW user_field_history AS
 SELECT h.id, h.tenant_id, h.run_id, h.file_id, h.user_id, h.action, c.key AS field,
        c.value ->> 'old' AS old_value, c.value ->> 'new' AS new_value, h.effective_date, h.recorded_at
 FROM user_history h, jsonb_each(h.changes) c
