@@ -123,3 +123,32 @@ func BenchmarkDiff100kUnchanged(b *testing.B) {
 		b.StartTimer()
 	}
 }
+
+// BenchmarkDiff100kFirstLoad: the diff of 100k rows for an empty tenant
+// (every row a new user: the e-mail and id maps, managers new in the same
+// file, a plan of 100k creates).
+func BenchmarkDiff100kFirstLoad(b *testing.B) {
+	path := benchFile(b, 100_000)
+	db, _ := pgtest.New(b)
+	ctx := context.Background()
+	if err := (pipeline.Tenants{DB: db}).Put(ctx, pipeline.NewTenant("bench")); err != nil {
+		b.Fatal(err)
+	}
+	tenant, _ := pipeline.Tenants{DB: db}.Get(ctx, "bench")
+	run := &pipeline.Run{Tenant: tenant, DB: db, LogicalDate: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	prep, diff := benchStages(b, "parse", "normalize", "validate"), benchStages(b, "diff")
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		f := &pipeline.File{Name: "users.csv", Plain: path}
+		runStages(b, run, f, prep)
+		b.StartTimer()
+		runStages(b, run, f, diff)
+		b.StopTimer()
+		if f.Counts.Created != 100_000 {
+			b.Fatalf("counts %+v, want 100000 created", f.Counts)
+		}
+		f.ReleaseBatches()
+		b.StartTimer()
+	}
+}

@@ -99,6 +99,30 @@ func (d *userDiff) plan(mem memory.Allocator) arrow.Record {
 	b := array.NewRecordBuilder(mem, schemas.PlanUsers())
 	defer b.Release()
 	f := b.Fields()
+	// Room for every row and its text up front: grown as it goes, a first
+	// load's plan copied its buffers a dozen times over.
+	n, text := len(d.omitted), [17]int{}
+	for i := range d.rows {
+		if r := &d.rows[i]; !r.rejected && r.action != "" {
+			n++
+			s := &r.fin
+			text[1] += len(r.action)
+			text[3] += len(s.eid)
+			text[4] += len(s.email)
+			text[5] += len(s.first)
+			text[6] += len(s.last)
+			text[9] += len(s.deptKey)
+			text[10] += len(s.title)
+			text[11] += len(s.loc)
+			text[14] += len(s.custom)
+		}
+	}
+	for c, fb := range f {
+		fb.Reserve(n)
+		if sb, ok := fb.(*array.StringBuilder); ok {
+			sb.ReserveData(text[c] + 16*len(d.omitted)) // omitted users: a guess
+		}
+	}
 	emit := func(row int32, action string, userID int64, s state, mgrRow int32, effective int32) {
 		f[0].(*array.Int32Builder).Append(row)
 		f[1].(*array.StringBuilder).Append(action)

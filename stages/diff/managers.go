@@ -20,17 +20,37 @@ func (d *userDiff) resolveManagers() {
 	// snapshot's indexes; only the other rows (new users, changed e-mails
 	// or ids) go into maps, which on an unchanged file of a million rows
 	// stay empty instead of taking a million inserts each.
-	otherEmail, otherEID := map[string]int{}, map[string]int{}
+	otherMail := func(r *inRow) bool {
+		t := r.target
+		return t < 0 || !d.snap.active[t] || d.snap.email[t] != r.fin.email
+	}
+	otherID := func(r *inRow) bool {
+		t := r.target
+		return r.fin.hasEID && (t < 0 || !d.snap.hasEID[t] || d.snap.eid[t] != r.fin.eid)
+	}
+	// Counted first, so that a first load's maps of a million entries are
+	// made at their size rather than grown (and rehashed) twenty times.
+	nMail, nID := 0, 0
+	for i := range d.rows {
+		if r := &d.rows[i]; !r.rejected {
+			if otherMail(r) {
+				nMail++
+			}
+			if otherID(r) {
+				nID++
+			}
+		}
+	}
+	otherEmail, otherEID := make(map[string]int, nMail), make(map[string]int, nID)
 	for i := range d.rows {
 		r := &d.rows[i]
 		if r.rejected {
 			continue
 		}
-		t := r.target
-		if t < 0 || !d.snap.active[t] || d.snap.email[t] != r.fin.email {
+		if otherMail(r) {
 			otherEmail[r.fin.email] = i
 		}
-		if r.fin.hasEID && (t < 0 || !d.snap.hasEID[t] || d.snap.eid[t] != r.fin.eid) {
+		if otherID(r) {
 			otherEID[r.fin.eid] = i
 		}
 	}
