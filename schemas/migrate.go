@@ -22,6 +22,12 @@ const migrationLock = 7_061_1001
 // recorded in schema_migrations, each in its own transaction. It returns the
 // versions it applied.
 func Migrate(ctx context.Context, db *sqlx.DB) ([]string, error) {
+	return migrateTo(ctx, db, "")
+}
+
+// migrateTo is Migrate stopping after version last ("": the newest), for
+// tests that load data as an older schema held it.
+func migrateTo(ctx context.Context, db *sqlx.DB, last string) ([]string, error) {
 	conn, err := db.Connx(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("migrate: connect: %w", err)
@@ -51,6 +57,9 @@ func Migrate(ctx context.Context, db *sqlx.DB) ([]string, error) {
 	var applied []string
 	for _, name := range names {
 		version := strings.TrimSuffix(strings.TrimPrefix(name, "migrations/"), ".sql")
+		if last != "" && version > last {
+			break
+		}
 		if have[version] {
 			continue
 		}

@@ -35,6 +35,16 @@ func URL(t testing.TB) string {
 // connection pool to it and its URL. Both go away when the test ends.
 func New(t testing.TB) (*sqlx.DB, string) {
 	t.Helper()
+	db, u := Empty(t)
+	if _, err := schemas.Migrate(context.Background(), db); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	return db, u
+}
+
+// Empty is New without the migrations, for tests of the migrations.
+func Empty(t testing.TB) (*sqlx.DB, string) {
+	t.Helper()
 	admin := URL(t)
 	ctx := context.Background()
 	adb, err := sqlx.Open("postgres", admin)
@@ -62,8 +72,5 @@ func New(t testing.TB) (*sqlx.DB, string) {
 		adb.ExecContext(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)") //nolint:errcheck // best effort
 		adb.Close()
 	})
-	if _, err := schemas.Migrate(ctx, db); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
 	return db, u.String()
 }

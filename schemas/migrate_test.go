@@ -1,0 +1,116 @@
+package schemas_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/roster-hr/roster/pipeline/pgtest"
+	"github.com/roster-hr/roster/schemas"
+)
+
+// TestCreationMovesToTheUser upgrades a database as 0004 left it — a
+// user_history "create" row per user, with every value the user was
+// created with — and checks 0005 records each creation on the user and
+// that the values it derives (roster_user_initial: each field's first
+// change's old value, else the current one) are exactly the deleted rows'.
+func TestCreationMovesToTheUser(t *testing.T) {
+	db, _ := pgtest.Empty(t)
+	ctx := context.Background()
+	if _, err := schemas.MigrateTo(ctx, db, "0004_users_fast_writes"); err != nil {
+		t.Fatal(err)
+	}
+	creates := map[int64]string{
+		1: `{"employee_id":{"new":"E1"},"email":{"new":"ada@x.com"},"first_name":{"new":"Ada"},"last_name":{"new":"L"},
+			"department":{"new":"Eng"},"title":{"new":"Boss"},"location":{"new":"NYC"},"start_date":{"new":"2020-01-01"},
+			"custom":{"new":{"team":"a"}},"active":{"new":true}}`,
+		2: `{"employee_id":{"new":"E2"},"email":{"new":"bob@x.com"},"first_name":{"new":"Bob"},"last_name":{"new":"M"},
+			"manager_id":{"new":1},"title":{"new":""},"location":{"new":""},"custom":{"new":{}},"active":{"new":true}}`,
+		3: `{"email":{"new":"cy@x.com"},"first_name":{"new":"Cy"},"last_name":{"new":"N"},"title":{"new":""},
+			"location":{"new":""},"custom":{"new":{}},"active":{"new":true}}`,
+	}
+	for _, q := range []string{
+		`INSERT INTO tenants (id) VALUES ('acme')`,
+		`INSERT INTO runs (id, tenant_id, trigger, logical_date, status) VALUES
+			(1, 'acme', 'manual', '2026-01-01', 'succeeded'), (2, 'acme', 'manual', '2026-01-05', 'succeeded')`,
+		`INSERT INTO run_files (id, run_id, tenant_id, name, sha256, status) VALUES (7, 1, 'acme', 'users.csv', 'x', 'applied')`,
+		`INSERT INTO departments (id, tenant_id, name, name_key) VALUES (1, 'acme', 'Eng', 'eng'), (2, 'acme', 'Sales', 'sales')`,
+		// The users as the two runs left them.
+		`INSERT INTO users (id, tenant_id, employee_id, email, first_name, last_name, manager_id, department_id, title, location,
+			start_date, deactivation_date, custom, active) VALUES
+			(1, 'acme', NULL, 'ada@x.com', 'Ada', 'L', NULL, 2, 'Chief', 'NYC', '2020-01-01', NULL, '{"team":"a"}', true),
+			(2, 'acme', 'E2', 'bob@x.com', 'Bob', 'M', 1, NULL, '', '', NULL, '2026-01-04', '{}', false),
+			(3, 'acme', NULL, 'cy@x.com', 'Cy', 'N', NULL, NULL, '', '', NULL, NULL, '{}', true)`,
+		`INSERT INTO user_history (tenant_id, run_id, file_id, user_id, action, effective_date, changes) VALUES
+			('acme', 1, 7, 1, 'create', '2026-01-01', '` + creates[1] + `'),
+			('acme', 1, 7, 2, 'create', '2026-01-01', '` + creates[2] + `'),
+			('acme', 2, NULL, 1, 'update', '2026-01-05',
+				'{"employee_id":{"old":"E1"},"title":{"old":"Boss","new":"Chief"},"department":{"old":"Eng","new":"Sales"}}'),
+			('acme', 2, NULL, 2, 'deactivate', '2026-01-04',
+				'{"deactivation_date":{"new":"2026-01-04"},"active":{"old":true,"new":false}}'),
+			('acme', 2, NULL, 3, 'create', '2026-01-05', '` + creates[3] + `')`,
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	applied, err := schemas.Migrate(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(applied) == 0 || applied[0] != "0005_creation_on_user" {
+		t.Fatalf("applied %v, want 0005_creation_on_user first", applied)
+	}
+
+	var left []string
+	if err := db.SelectContext(ctx, &left, `SELECT action FROM user_history ORDER BY id`); err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 2 || left[0] != "update" || left[1] != "deactivate" {
+		t.Fatalf("history left %v, want the update and the deactivation", left)
+	}
+	var created []struct {
+		ID   int64  `db:"id"`
+		Run  *int64 `db:"created_run_id"`
+		File *int64 `db:"created_file_id"`
+	}
+	if err := db.SelectContext(ctx, &created, `SELECT id, created_run_id, created_file_id FROM users ORDER BY id`); err != nil {
+		t.Fatal(err)
+	}
+	wantRun, wantFile := []int64{1, 1, 2}, []int64{7, 7, 0}
+	for i, c := range created {
+		file := int64(0)
+		if c.File != nil {
+			file = *c.File
+		}
+		if c.Run == nil || *c.Run != wantRun[i] || file != wantFile[i] {
+			t.Errorf("user %d: created by run %v file %v, want run %d file %d", c.ID, c.Run, c.File, wantRun[i], wantFile[i])
+		}
+	}
+	for id, want := range creates {
+		var same bool
+		var got string
+		if err := db.QueryRowxContext(ctx, `SELECT roster_user_initial($1) = $2::jsonb, roster_user_initial($1)::text`, id, want).Scan(&same, &got); err != nil {
+			t.Fatal(err)
+		}
+		if !same {
+			t.Errorf("user %d as created:\n got %s\nwant %s", id, got, want)
+		}
+	}
+	// The view still lists creations, field by field, with the first values.
+	var n int
+	if err := db.GetContext(ctx, &n, `SELECT count(*) FROM user_field_history WHERE action = 'create'`); err != nil {
+		t.Fatal(err)
+	}
+	if n != 10+9+7 {
+		t.Errorf("user_field_history lists %d creation fields, want 26", n)
+	}
+	var title string
+	if err := db.GetContext(ctx, &title, `SELECT new_value FROM user_field_history
+		WHERE action = 'create' AND user_id = 1 AND field = 'title' AND id IS NULL AND run_id = 1 AND file_id = 7
+		AND effective_date = '2026-01-01'`); err != nil {
+		t.Fatal(err)
+	}
+	if title != "Boss" {
+		t.Errorf("user 1 created with title %q, want Boss", title)
+	}
+}
