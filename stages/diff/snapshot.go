@@ -126,14 +126,16 @@ func loadUsers(ctx context.Context, db *sqlx.DB, tenant string) (*users, error) 
 // ("-" for a NULL employee_id), custom last: every column of a result
 // costs the driver and database/sql a decode, a conversion and an
 // allocation per row, which made reading a million users ~4 s of CPU
-// beside the parse it overlaps. snapshot_test.go proves this equals
+// beside the parse it overlaps. The value is built with ||, not concat():
+// concat's per-argument type dispatch made the query twice as slow on the
+// server (1M users: 2.06 → 1.12 s). snapshot_test.go proves this equals
 // reading the columns one by one.
 const snapshotSQL = `SELECT u.id, COALESCE(u.manager_id, 0),
 		(u.start_date - DATE '1970-01-01'), (u.deactivation_date - DATE '1970-01-01'), u.active,
-		concat(COALESCE(octet_length(u.employee_id)::text, '-'), ':', u.employee_id,
-			octet_length(u.email), ':', u.email, octet_length(u.first_name), ':', u.first_name,
-			octet_length(u.last_name), ':', u.last_name, octet_length(COALESCE(d.name_key, '')), ':', d.name_key,
-			octet_length(u.title), ':', u.title, octet_length(u.location), ':', u.location, u.custom::text)
+		COALESCE(octet_length(u.employee_id)::text || ':' || u.employee_id, '-:') ||
+			octet_length(u.email)::text || ':' || u.email || octet_length(u.first_name)::text || ':' || u.first_name ||
+			octet_length(u.last_name)::text || ':' || u.last_name || COALESCE(octet_length(d.name_key)::text || ':' || d.name_key, '0:') ||
+			octet_length(u.title)::text || ':' || u.title || octet_length(u.location)::text || ':' || u.location || u.custom::text
 		FROM users u LEFT JOIN departments d ON d.id = u.department_id
 		WHERE u.tenant_id = $1 ORDER BY u.id`
 
