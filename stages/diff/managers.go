@@ -20,39 +20,29 @@ func (d *userDiff) resolveManagers() {
 	// snapshot's indexes; only the other rows (new users, changed e-mails
 	// or ids) go into maps, which on an unchanged file of a million rows
 	// stay empty instead of taking a million inserts each.
-	otherMail := func(r *inRow) bool {
-		t := r.target
-		return t < 0 || !d.snap.active[t] || d.snap.email[t] != r.fin.email
-	}
-	otherID := func(r *inRow) bool {
-		t := r.target
-		return r.fin.hasEID && (t < 0 || !d.snap.hasEID[t] || d.snap.eid[t] != r.fin.eid)
-	}
-	// Counted first, so that a first load's maps of a million entries are
-	// made at their size rather than grown (and rehashed) twenty times.
-	nMail, nID := 0, 0
-	for i := range d.rows {
-		if r := &d.rows[i]; !r.rejected {
-			if otherMail(r) {
-				nMail++
-			}
-			if otherID(r) {
-				nID++
-			}
-		}
-	}
-	otherEmail, otherEID := make(map[string]int, nMail), make(map[string]int, nID)
+	// The rows are picked in one pass and the maps made at their size
+	// after it: a first load's maps of a million entries grown as they
+	// fill were rehashed twenty times.
+	var mailRows, idRows []int32
 	for i := range d.rows {
 		r := &d.rows[i]
 		if r.rejected {
 			continue
 		}
-		if otherMail(r) {
-			otherEmail[r.fin.email] = i
+		t := r.target
+		if t < 0 || !d.snap.active[t] || d.snap.email[t] != r.fin.email {
+			mailRows = append(mailRows, int32(i))
 		}
-		if otherID(r) {
-			otherEID[r.fin.eid] = i
+		if r.fin.hasEID && (t < 0 || !d.snap.hasEID[t] || d.snap.eid[t] != r.fin.eid) {
+			idRows = append(idRows, int32(i))
 		}
+	}
+	otherEmail, otherEID := make(map[string]int, len(mailRows)), make(map[string]int, len(idRows))
+	for _, i := range mailRows {
+		otherEmail[d.rows[i].fin.email] = int(i)
+	}
+	for _, i := range idRows {
+		otherEID[d.rows[i].fin.eid] = int(i)
 	}
 	claimant := func(idx map[string]int, key string) int {
 		s, ok := idx[key]
