@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 
 	"github.com/apache/arrow/go/v17/arrow/array"
 
@@ -89,25 +90,17 @@ func (d *userDiff) identify() {
 	for j := range d.claimed {
 		d.claimed[j] = -1
 	}
+	// The lookups (a million map probes that miss the cache) on every
+	// core; the claims, which depend on row order, in one pass after.
+	cand := make([]int32, len(d.rows))
+	pipeline.Parallel(len(d.rows), 1<<14, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			cand[i] = int32(d.lookup(&d.rows[i]))
+		}
+	})
 	for i := range d.rows {
 		r := &d.rows[i]
-		eid, email := d.val(r, fEID), d.val(r, fEmail)
-		t := -1
-		if eid != "" {
-			if j, ok := d.snap.byEID[eid]; ok {
-				t = j
-			} else if j, ok := d.snap.byEmail[email]; ok && !d.snap.hasEID[j] {
-				t = j
-			} else if j, ok := d.snap.byEmailInact[email]; ok && !d.snap.hasEID[j] {
-				t = j
-			}
-		} else if email != "" {
-			if j, ok := d.snap.byEmail[email]; ok {
-				t = j
-			} else if j, ok := d.snap.byEmailInact[email]; ok {
-				t = j
-			}
-		}
+		t := int(cand[i])
 		if t < 0 {
 			continue
 		}
@@ -122,13 +115,37 @@ func (d *userDiff) identify() {
 				d.reject(o, schemas.ColEmail, schemas.CodeDuplicateEmail, msg, d.val(o, fEmail))
 			}
 			if !r.rejected {
-				d.reject(r, schemas.ColEmail, schemas.CodeDuplicateEmail, msg, email)
+				d.reject(r, schemas.ColEmail, schemas.CodeDuplicateEmail, msg, d.val(r, fEmail))
 			}
 			continue
 		}
 		d.claimed[t] = int32(i)
 		r.target = t
 	}
+}
+
+// lookup finds the snapshot user row r is about, or -1.
+func (d *userDiff) lookup(r *inRow) int {
+	eid, email := d.val(r, fEID), d.val(r, fEmail)
+	if eid != "" {
+		if j, ok := d.snap.byEID[eid]; ok {
+			return j
+		}
+		if j, ok := d.snap.byEmail[email]; ok && !d.snap.hasEID[j] {
+			return j
+		}
+		if j, ok := d.snap.byEmailInact[email]; ok && !d.snap.hasEID[j] {
+			return j
+		}
+	} else if email != "" {
+		if j, ok := d.snap.byEmail[email]; ok {
+			return j
+		}
+		if j, ok := d.snap.byEmailInact[email]; ok {
+			return j
+		}
+	}
+	return -1
 }
 
 // decide computes a row's final state and action from the snapshot.
@@ -263,7 +280,22 @@ func (d *userDiff) checkEmails() {
 		}
 		return j, true
 	}
-	for changed := true; changed; {
+	// Almost always no row clashes: one look on every core says so, and
+	// only a file with a clash takes the passes below, in row order (a
+	// rejection can hand an e-mail back to its holder and reject more).
+	var clash atomic.Bool
+	pipeline.Parallel(len(d.rows), 1<<14, func(lo, hi int) {
+		for i := lo; i < hi && !clash.Load(); i++ {
+			r := &d.rows[i]
+			if r.rejected || !r.fin.active {
+				continue
+			}
+			if j, ok := holder(r.fin.email); ok && j != r.target {
+				clash.Store(true)
+			}
+		}
+	})
+	for changed := clash.Load(); changed; {
 		changed = false
 		for i := range d.rows {
 			r := &d.rows[i]
