@@ -100,7 +100,7 @@ func (d *userDiff) resolveManagers() {
 			if ref == "" {
 				// Empty manager cells: the manager is removed.
 				r.fin.mgr, r.fin.mgrRow, r.mgrSet = 0, -1, true
-				changed = true
+				changed = changed || d.edgeChanged(r)
 				continue
 			}
 			if (col == schemas.ColManagerID && r.fin.hasEID && ref == r.fin.eid) || (col == schemas.ColManagerEmail && (ref == r.fin.email || ref == d.val(r, fEmail))) {
@@ -134,7 +134,7 @@ func (d *userDiff) resolveManagers() {
 				r.fin.mgr, r.fin.mgrRow = d.snap.id[s], -1
 			}
 			r.mgrSet = true
-			changed = true
+			changed = changed || d.edgeChanged(r)
 		}
 		mu.Lock()
 		found = append(found, issues...)
@@ -147,10 +147,24 @@ func (d *userDiff) resolveManagers() {
 	for _, p := range found {
 		d.issue(p.r, p.col, p.code, p.msg, p.value, pipeline.SeverityError)
 	}
-	changed := anyChange.Load()
-	if changed {
+	// Only a changed edge can close a loop: roster never stores one (every
+	// apply breaks them), so a file that keeps every manager (the nightly
+	// file of a large tenant, mostly) skips the walk of the whole tree.
+	if anyChange.Load() {
 		d.breakCycles()
 	}
+}
+
+// edgeChanged reports whether row r's manager, as resolved, differs from
+// its user's manager in the snapshot (a new user's differs when it has one).
+func (d *userDiff) edgeChanged(r *inRow) bool {
+	if r.fin.mgrRow >= 0 {
+		return true
+	}
+	if r.target < 0 {
+		return r.fin.mgr != 0
+	}
+	return r.fin.mgr != d.snap.manager[r.target]
 }
 
 // breakCycles finds manager loops (A manages B manages … A) in the state
