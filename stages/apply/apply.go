@@ -8,6 +8,7 @@ package apply
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strings"
 	"time"
@@ -43,12 +44,19 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 		f.Status = pipeline.StatusPlanned
 		return pipeline.Stats{RowsIn: in}, nil
 	}
-	tx, err := run.DB.BeginTxx(ctx, nil)
+	// The transaction on a connection of its own, which copyCreates also
+	// uses directly (pipeline.CopyRows) for the bulk of a first load.
+	conn, err := run.DB.Connx(ctx)
+	if err != nil {
+		return pipeline.Stats{}, fmt.Errorf("apply: connect: %w", err)
+	}
+	defer conn.Close()
+	tx, err := conn.BeginTxx(ctx, nil)
 	if err != nil {
 		return pipeline.Stats{}, fmt.Errorf("apply: begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
-	a := applier{tx: tx, run: run, f: f}
+	a := applier{tx: tx, conn: conn.Conn, run: run, f: f}
 	if err := a.departments(ctx); err != nil {
 		return pipeline.Stats{}, err
 	}
@@ -79,9 +87,10 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 }
 
 type applier struct {
-	tx  *sqlx.Tx
-	run *pipeline.Run
-	f   *pipeline.File
+	tx   *sqlx.Tx
+	conn *sql.Conn // tx's connection
+	run  *pipeline.Run
+	f    *pipeline.File
 }
 
 func (a *applier) exec(ctx context.Context, what, q string, args ...any) error {

@@ -246,31 +246,68 @@ func (a *applier) departmentIndex(ctx context.Context) (map[string]int64, error)
 // record as "old" (roster_user_initial in the schema), so a row per new
 // user there would repeat it at twice the cost of the users themselves.
 func (a *applier) copyCreates(ctx context.Context, newID []int64, manager, department func(planCols, int) any, fileID any) error {
-	users, err := pipeline.PrepareCopy(ctx, a.tx, "users", "id", "tenant_id", "employee_id", "email", "first_name", "last_name",
-		"manager_id", "department_id", "title", "location", "start_date", "deactivation_date", "custom", "active", "last_run_id",
-		"created_run_id", "created_file_id")
-	if err != nil {
-		return fmt.Errorf("apply: copy new users: %w", err)
+	recs := a.f.Plan.Users
+	var c planCols
+	if len(recs) > 0 {
+		c = colsOf(recs[0])
 	}
-	for _, r := range a.f.Plan.Users {
-		c := colsOf(r)
-		for i := 0; i < int(r.NumRows()); i++ {
-			if c.action.Value(i) != schemas.ActCreate {
-				continue
-			}
-			if _, err := users.ExecContext(ctx, newID[c.row.Value(i)], a.run.Tenant.ID, optStr(c.eid, i), c.email.Value(i), c.first.Value(i), c.last.Value(i),
-				manager(c, i), department(c, i), c.title.Value(i), c.loc.Value(i), optDate(c.start, i), optDate(c.deact, i), c.custom.Value(i),
-				c.active.Value(i), a.run.ID, a.run.ID, fileID); err != nil {
-				users.Close()
-				return fmt.Errorf("apply: copy new users: %w", err)
-			}
+	k, i := 0, 0 // the next row: record k, row i
+	ref := func(l *pipeline.CopyLine, v any) {
+		if v == nil {
+			l.Null()
+		} else {
+			l.Int(v.(int64))
 		}
 	}
-	if _, err := users.ExecContext(ctx); err != nil {
-		users.Close()
-		return fmt.Errorf("apply: copy new users: %w", err)
-	}
-	if err := users.Close(); err != nil {
+	_, err := pipeline.CopyRows(ctx, a.conn, "users", []string{"id", "tenant_id", "employee_id", "email", "first_name", "last_name",
+		"manager_id", "department_id", "title", "location", "start_date", "deactivation_date", "custom", "active", "last_run_id",
+		"created_run_id", "created_file_id"}, func(l *pipeline.CopyLine) bool {
+		for {
+			if k >= len(recs) {
+				return false
+			}
+			if i >= int(recs[k].NumRows()) {
+				k, i = k+1, 0
+				if k < len(recs) {
+					c = colsOf(recs[k])
+				}
+				continue
+			}
+			if c.action.Value(i) == schemas.ActCreate {
+				break
+			}
+			i++
+		}
+		l.Int(newID[c.row.Value(i)])
+		l.Text(a.run.Tenant.ID)
+		if c.eid.IsNull(i) {
+			l.Null()
+		} else {
+			l.Text(c.eid.Value(i))
+		}
+		l.Text(c.email.Value(i))
+		l.Text(c.first.Value(i))
+		l.Text(c.last.Value(i))
+		ref(l, manager(c, i))
+		ref(l, department(c, i))
+		l.Text(c.title.Value(i))
+		l.Text(c.loc.Value(i))
+		for _, d := range []*array.Date32{c.start, c.deact} {
+			if d.IsNull(i) {
+				l.Null()
+			} else {
+				l.Date(int32(d.Value(i)))
+			}
+		}
+		l.Text(c.custom.Value(i))
+		l.Bool(c.active.Value(i))
+		l.Int(a.run.ID)
+		l.Int(a.run.ID)
+		ref(l, fileID)
+		i++
+		return true
+	})
+	if err != nil {
 		return fmt.Errorf("apply: copy new users: %w", err)
 	}
 	return nil

@@ -1,0 +1,146 @@
+package pipeline
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"fmt"
+	"strconv"
+	"time"
+	"unsafe"
+
+	"github.com/lib/pq"
+)
+
+// CopyLine is one row in PostgreSQL's COPY text format, built value by
+// value in a reused buffer: what CopyRows sends instead of a database/sql
+// Exec per row, whose argument conversions cost as much CPU as the
+// server's own work on a million rows.
+type CopyLine struct {
+	b    []byte
+	cols int
+}
+
+func (l *CopyLine) sep() {
+	if l.cols > 0 {
+		l.b = append(l.b, '\t')
+	}
+	l.cols++
+}
+
+// Text appends a text value, escaped as COPY reads it (backslash, tab,
+// line feed and carriage return).
+func (l *CopyLine) Text(s string) {
+	l.sep()
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '\\':
+			l.b = append(l.b, '\\', '\\')
+		case '\t':
+			l.b = append(l.b, '\\', 't')
+		case '\n':
+			l.b = append(l.b, '\\', 'n')
+		case '\r':
+			l.b = append(l.b, '\\', 'r')
+		default:
+			l.b = append(l.b, c)
+		}
+	}
+}
+
+// Null appends NULL.
+func (l *CopyLine) Null() {
+	l.sep()
+	l.b = append(l.b, '\\', 'N')
+}
+
+// Int appends an integer.
+func (l *CopyLine) Int(v int64) {
+	l.sep()
+	l.b = strconv.AppendInt(l.b, v, 10)
+}
+
+// Bool appends a boolean.
+func (l *CopyLine) Bool(v bool) {
+	l.sep()
+	if v {
+		l.b = append(l.b, 't')
+	} else {
+		l.b = append(l.b, 'f')
+	}
+}
+
+// Date appends a date given as days since 1970-01-01 (Arrow's date32).
+func (l *CopyLine) Date(days int32) {
+	l.sep()
+	l.b = time.Unix(int64(days)*86400, 0).UTC().AppendFormat(l.b, time.DateOnly)
+}
+
+// copier is the part of lib/pq's COPY statement CopyRows uses: it takes a
+// row already in the text format.
+type copier interface {
+	CopyData(ctx context.Context, line string) (driver.Result, error)
+}
+
+// CopyRows COPYs rows into table's cols on conn, the connection of the
+// open transaction they belong to (conn must not be used by anything else
+// meanwhile: the driver connection is held for the whole COPY). next fills
+// line with one row's values, one per column in order, and returns false
+// when there are none left. It returns the number of rows sent.
+//
+// The rows go to lib/pq's CopyData as text lines. Cancellation is checked
+// every few thousand rows rather than handed to the driver, which watches
+// a cancellable context with a goroutine per call.
+func CopyRows(ctx context.Context, conn *sql.Conn, table string, cols []string, next func(line *CopyLine) bool) (int, error) {
+	n := 0
+	err := conn.Raw(func(dc any) error {
+		prep, ok := dc.(driver.ConnPrepareContext)
+		if !ok {
+			return fmt.Errorf("copy into %s: the driver cannot prepare statements", table)
+		}
+		st, err := prep.PrepareContext(ctx, pq.CopyIn(table, cols...))
+		if err != nil {
+			return fmt.Errorf("copy into %s: %w", table, err)
+		}
+		cp, ok := st.(copier)
+		ex, ok2 := st.(driver.Stmt)
+		if !ok || !ok2 {
+			st.Close()
+			return fmt.Errorf("copy into %s: the driver's COPY statement takes no raw rows", table)
+		}
+		line := CopyLine{b: make([]byte, 0, 512)}
+		for {
+			line.b, line.cols = line.b[:0], 0
+			if !next(&line) {
+				break
+			}
+			if line.cols != len(cols) {
+				st.Close()
+				return fmt.Errorf("copy into %s: row %d has %d values for %d columns", table, n+1, line.cols, len(cols))
+			}
+			if n%4096 == 0 {
+				if err := ctx.Err(); err != nil {
+					st.Close()
+					return err
+				}
+			}
+			// The driver copies the line into its buffer at once, so it
+			// may alias line.b.
+			if _, err := cp.CopyData(context.Background(), unsafe.String(unsafe.SliceData(line.b), len(line.b))); err != nil {
+				st.Close()
+				return fmt.Errorf("copy into %s: %w", table, err)
+			}
+			n++
+		}
+		//lint:ignore SA1019 lib/pq ends a COPY with Exec(nil), which has no context form
+		if _, err := ex.Exec(nil); err != nil { //nolint:staticcheck
+			st.Close()
+			return fmt.Errorf("copy into %s: %w", table, err)
+		}
+		if err := st.Close(); err != nil {
+			return fmt.Errorf("copy into %s: %w", table, err)
+		}
+		return nil
+	})
+	return n, err
+}

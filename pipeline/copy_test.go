@@ -1,0 +1,176 @@
+package pipeline_test
+
+import (
+	"context"
+	"database/sql"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roster-hr/roster/pipeline"
+	"github.com/roster-hr/roster/pipeline/pgtest"
+)
+
+// TestCopyRowsRoundTrip: every value CopyLine encodes comes back from
+// PostgreSQL as it was sent — text with the characters COPY's format
+// escapes, NULLs beside empty strings, integers, booleans and dates — and
+// the rows are part of the open transaction (gone after a rollback).
+func TestCopyRowsRoundTrip(t *testing.T) {
+	db, _ := pgtest.New(t)
+	ctx := context.Background()
+	conn, err := db.Connx(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	texts := []string{"", "plain", `back\slash`, "tab\there", "line\nfeed", "carriage\rreturn", `\N`, `\.`, "end\\", "Zoë 東京 🙂", "'=1+2", `{"a": "b\"c"}`}
+	type row struct {
+		id   int64
+		txt  sql.NullString
+		ok   bool
+		day  sql.NullString
+		more int64
+	}
+	var want []row
+	for i, s := range texts {
+		want = append(want, row{id: int64(i) - 3, txt: sql.NullString{String: s, Valid: true}, ok: i%2 == 0,
+			day: sql.NullString{String: time.Unix(int64(i*4000-9000)*86400, 0).UTC().Format(time.DateOnly), Valid: true}, more: 1 << 40})
+	}
+	want = append(want, row{id: 99}) // NULL text and date
+	for _, commit := range []bool{false, true} {
+		tx, err := conn.BeginTxx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback() //nolint:errcheck // ends the transaction if the test fails in it; after Commit a no-op
+		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS copied (id bigint, txt text, ok boolean, day date, more bigint)`); err != nil {
+			t.Fatal(err)
+		}
+		k := 0
+		n, err := pipeline.CopyRows(ctx, conn.Conn, "copied", []string{"id", "txt", "ok", "day", "more"}, func(l *pipeline.CopyLine) bool {
+			if k == len(want) {
+				return false
+			}
+			w := want[k]
+			k++
+			l.Int(w.id)
+			if w.txt.Valid {
+				l.Text(w.txt.String)
+			} else {
+				l.Null()
+			}
+			l.Bool(w.ok)
+			if w.day.Valid {
+				d, _ := time.Parse(time.DateOnly, w.day.String)
+				l.Date(int32(d.Unix() / 86400))
+			} else {
+				l.Null()
+			}
+			l.Int(w.more)
+			return true
+		})
+		if err != nil || n != len(want) {
+			t.Fatalf("CopyRows: %d rows, %v", n, err)
+		}
+		if !commit {
+			if err := tx.Rollback(); err != nil {
+				t.Fatal(err)
+			}
+			var exists bool
+			if err := db.GetContext(ctx, &exists, `SELECT to_regclass('copied') IS NOT NULL`); err != nil || exists {
+				t.Fatalf("after the rollback the table exists: %v %v", exists, err)
+			}
+			continue
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows, err := db.QueryContext(ctx, `SELECT id, txt, ok, to_char(day, 'YYYY-MM-DD'), more FROM copied ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []row
+	for rows.Next() {
+		var r row
+		var more sql.NullInt64
+		if err := rows.Scan(&r.id, &r.txt, &r.ok, &r.day, &more); err != nil {
+			t.Fatal(err)
+		}
+		r.more = more.Int64
+		got = append(got, r)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d rows back, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("row %d: got %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}
+
+// TestCopyRowsErrors: a row with fewer values than columns is a mistake of
+// the caller, reported rather than sent; a row the server refuses fails
+// the COPY with PostgreSQL's error, and the connection is usable again
+// once the transaction is rolled back.
+func TestCopyRowsErrors(t *testing.T) {
+	db, _ := pgtest.New(t)
+	ctx := context.Background()
+	conn, err := db.Connx(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	tx, err := conn.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback() //nolint:errcheck
+	if _, err := tx.ExecContext(ctx, `CREATE TEMP TABLE two (a int, b int)`); err != nil {
+		t.Fatal(err)
+	}
+	sent := false
+	_, err = pipeline.CopyRows(ctx, conn.Conn, "two", []string{"a", "b"}, func(l *pipeline.CopyLine) bool {
+		if sent {
+			return false
+		}
+		sent = true
+		l.Int(1)
+		return true
+	})
+	if err == nil {
+		t.Fatal("a row of one value for two columns was accepted")
+	}
+	tx.Rollback() //nolint:errcheck
+
+	tx, err = conn.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback() //nolint:errcheck
+	if _, err := tx.ExecContext(ctx, `CREATE TEMP TABLE strict (a int NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	k := 0
+	_, err = pipeline.CopyRows(ctx, conn.Conn, "strict", []string{"a"}, func(l *pipeline.CopyLine) bool {
+		if k == 20000 {
+			return false
+		}
+		if k++; k == 10 {
+			l.Null()
+		} else {
+			l.Int(int64(k))
+		}
+		return true
+	})
+	if err == nil || !strings.Contains(err.Error(), "null value") {
+		t.Fatalf("a NULL into a NOT NULL column: %v, want PostgreSQL's not-null error", err)
+	}
+	tx.Rollback() //nolint:errcheck
+	var one int
+	if err := conn.GetContext(ctx, &one, `SELECT 1`); err != nil || one != 1 {
+		t.Fatalf("the connection after the failed COPY: %v", err)
+	}
+}
