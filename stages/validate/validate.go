@@ -9,6 +9,7 @@ package validate
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/apache/arrow/go/v17/arrow/array"
@@ -27,16 +28,17 @@ func Spec() pipeline.Spec {
 
 type stage struct{}
 
+// dupCol finds, for one identity column, the values carried by more than
+// one row. Most values are seen once, so the first row of each is kept in
+// a map of plain ints and only clashes get a list (a list per value made a
+// million-row file two million small allocations).
+type dupCol struct {
+	col, code, what string
+	first           map[string]int32   // value → first 0-based row
+	clash           map[string][]int32 // value → every 0-based row, when more than one
+}
+
 func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (pipeline.Stats, error) {
-	// dup finds, per identity column, the values carried by more than one
-	// row. Most values are seen once, so the first row of each is kept in a
-	// map of plain ints and only clashes get a list (a list per value made a
-	// million-row file two million small allocations).
-	type dupCol struct {
-		col, code, what string
-		first           map[string]int32   // value → first 0-based row
-		clash           map[string][]int32 // value → every 0-based row, when more than one
-	}
 	var dups []*dupCol
 	switch f.Kind {
 	case schemas.KindUsers:
@@ -47,81 +49,81 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 	case schemas.KindDepartments:
 		dups = []*dupCol{{col: schemas.ColName, code: schemas.CodeDuplicateDepartment, what: "department name"}}
 	}
-	for _, d := range dups {
-		d.first, d.clash = make(map[string]int32, f.Rows), map[string][]int32{}
-	}
-	// src[pos] is the source row of the pos-th row.
+	// src[pos] is the source row of the pos-th row; base[b] the position of
+	// batch b's first row.
 	src := make([]int32, 0, f.Rows)
-	base := 0
-	for _, rec := range f.Batches {
-		if err := ctx.Err(); err != nil {
-			return pipeline.Stats{}, err
+	base := make([]int, len(f.Batches))
+	for b, rec := range f.Batches {
+		base[b] = len(src)
+		src = append(src, rec.Column(0).(*array.Int32).Int32Values()...)
+	}
+	// The cell checks, batch by batch on every core. Each batch keeps its
+	// findings in order and they are recorded after, batch by batch, so
+	// the issues come out as one pass over batches, columns and rows gives
+	// them.
+	outs := make([]batchOut, len(f.Batches))
+	pipeline.Parallel(len(f.Batches), 1, func(lo, hi int) {
+		for b := lo; b < hi && ctx.Err() == nil; b++ {
+			outs[b] = checkBatch(f, b, base[b], dups)
 		}
-		rows := rec.Column(0).(*array.Int32)
-		src = append(src, rows.Int32Values()...)
-		for ci, c := range f.Columns {
-			str, ok := rec.Column(ci + 1).(*array.String)
-			if !ok {
+	})
+	if err := ctx.Err(); err != nil {
+		return pipeline.Stats{}, err
+	}
+	for _, o := range outs {
+		for _, fd := range o.found {
+			f.Issues.Add(fd.issue)
+			if fd.reject {
+				f.Rejected.Add(int(fd.pos))
+			} else {
+				f.SkipField(fd.issue.Column, int(fd.pos))
+			}
+		}
+	}
+	// The duplicates, one identity column per core, in row order (the
+	// first row of a value is kept, and every row of a clash in order).
+	pipeline.Parallel(len(dups), 1, func(lo, hi int) {
+		for k := lo; k < hi; k++ {
+			d := dups[k]
+			d.first, d.clash = make(map[string]int32, f.Rows), map[string][]int32{}
+			ci := slices.IndexFunc(f.Columns, func(c schemas.Column) bool { return c.Name == d.col })
+			if ci < 0 {
 				continue
 			}
-			var dup *dupCol
-			for _, d := range dups {
-				if d.col == c.Name {
-					dup = d
-				}
-			}
-			for i := 0; i < str.Len(); i++ {
-				pos := base + i
-				if str.IsNull(i) {
+			for b, rec := range f.Batches {
+				str, ok := rec.Column(ci + 1).(*array.String)
+				if !ok {
 					continue
 				}
-				// A row already rejected reports one reason: its required
-				// fields are not checked again. They still count for the
-				// duplicate checks below, so that whether two rows clash
-				// does not depend on the order of the columns (a row
-				// rejected for first_name still holds its email).
-				quiet := f.Rejected.Has(pos) && c.Required
-				row := int(rows.Value(i))
-				v := str.Value(i)
-				issue := func(code, msg string) {
-					if quiet {
-						return
+				skip := outs[b].noDup[k] // ascending: a cursor walks it
+				for i := 0; i < str.Len(); i++ {
+					pos := base[b] + i
+					if len(skip) > 0 && int(skip[0]) == pos {
+						skip = skip[1:]
+						continue
 					}
-					f.Issues.Add(pipeline.Issue{Row: row, Column: c.Name, Code: code, Severity: pipeline.SeverityError, Message: msg, Value: clip(v)})
-					if c.Required {
-						f.Rejected.Add(pos)
-					} else {
-						f.SkipField(c.Name, pos)
+					if str.IsNull(i) {
+						continue
 					}
-				}
-				switch {
-				case v == "" && c.Required:
-					issue(c.RequiredCode, fmt.Sprintf("%s is required; the row was not applied", c.Name))
-					continue
-				case c.MaxLen > 0 && schemas.Len(v) > c.MaxLen:
-					issue(c.TooLongCode, fmt.Sprintf("%s is %d characters, over the limit of %d%s", c.Name, schemas.Len(v), c.MaxLen, consequence(c)))
-					continue
-				case c.Name == schemas.ColEmail && !schemas.ValidEmail(v):
-					issue(schemas.CodeEmailInvalid, fmt.Sprintf("%q is not a valid e-mail address (expected name@company.com); the row was not applied", v))
-					continue
-				}
-				if dup != nil && v != "" {
+					v := str.Value(i)
+					if v == "" {
+						continue
+					}
 					key := v
 					if f.Kind == schemas.KindDepartments {
 						key = schemas.Key(v)
 					}
-					if p, seen := dup.first[key]; !seen {
-						dup.first[key] = int32(pos)
-					} else if dup.clash[key] == nil {
-						dup.clash[key] = []int32{p, int32(pos)}
+					if p, seen := d.first[key]; !seen {
+						d.first[key] = int32(pos)
+					} else if d.clash[key] == nil {
+						d.clash[key] = []int32{p, int32(pos)}
 					} else {
-						dup.clash[key] = append(dup.clash[key], int32(pos))
+						d.clash[key] = append(d.clash[key], int32(pos))
 					}
 				}
 			}
 		}
-		base += int(rec.NumRows())
-	}
+	})
 	for _, d := range dups {
 		for v, positions := range d.clash {
 			var srcRows []string
@@ -142,6 +144,75 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 		}
 	}
 	return pipeline.Stats{RowsIn: int64(f.Rows), RowsOut: int64(accepted)}, nil
+}
+
+// finding is one cell's error, recorded after the parallel checks.
+type finding struct {
+	issue  pipeline.Issue
+	pos    int32
+	reject bool // the row, else only the field
+}
+
+// batchOut is what checkBatch found in one batch.
+type batchOut struct {
+	found []finding
+	// noDup[k]: positions, ascending, whose cell of duplicate column k
+	// failed a check and so is not counted as a duplicate.
+	noDup [2][]int32
+}
+
+// checkBatch checks every cell of batch b (its first row at position
+// base) against its column's rules. It reads f and writes nothing shared:
+// rows it rejects are tracked locally, so that a row already rejected by
+// an earlier column reports no further required field, as in one pass.
+func checkBatch(f *pipeline.File, b, base int, dups []*dupCol) batchOut {
+	var out batchOut
+	rec := f.Batches[b]
+	rows := rec.Column(0).(*array.Int32)
+	rejected := make([]bool, rec.NumRows())
+	for ci, c := range f.Columns {
+		str, ok := rec.Column(ci + 1).(*array.String)
+		if !ok {
+			continue
+		}
+		dk := slices.IndexFunc(dups, func(d *dupCol) bool { return d.col == c.Name })
+		for i := 0; i < str.Len(); i++ {
+			if str.IsNull(i) {
+				continue
+			}
+			pos := base + i
+			// A row already rejected reports one reason: its required
+			// fields are not checked again. They still count for the
+			// duplicate checks, so that whether two rows clash does not
+			// depend on the order of the columns (a row rejected for
+			// first_name still holds its email).
+			quiet := (f.Rejected.Has(pos) || rejected[i]) && c.Required
+			v := str.Value(i)
+			code, msg := "", ""
+			switch {
+			case v == "" && c.Required:
+				code, msg = c.RequiredCode, fmt.Sprintf("%s is required; the row was not applied", c.Name)
+			case c.MaxLen > 0 && schemas.Len(v) > c.MaxLen:
+				code, msg = c.TooLongCode, fmt.Sprintf("%s is %d characters, over the limit of %d%s", c.Name, schemas.Len(v), c.MaxLen, consequence(c))
+			case c.Name == schemas.ColEmail && !schemas.ValidEmail(v):
+				code, msg = schemas.CodeEmailInvalid, fmt.Sprintf("%q is not a valid e-mail address (expected name@company.com); the row was not applied", v)
+			default:
+				continue
+			}
+			if dk >= 0 && v != "" {
+				out.noDup[dk] = append(out.noDup[dk], int32(pos))
+			}
+			if quiet {
+				continue
+			}
+			out.found = append(out.found, finding{pos: int32(pos), reject: c.Required, issue: pipeline.Issue{
+				Row: int(rows.Value(i)), Column: c.Name, Code: code, Severity: pipeline.SeverityError, Message: msg, Value: clip(v)}})
+			if c.Required {
+				rejected[i] = true
+			}
+		}
+	}
+	return out
 }
 
 func consequence(c schemas.Column) string {
