@@ -7,8 +7,10 @@
 package validate
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -125,7 +127,12 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 		}
 	})
 	for _, d := range dups {
-		for v, positions := range d.clash {
+		// In file order, not map order: past the issue limit only the
+		// first details are kept, and the same file must keep the same.
+		values := slices.Collect(maps.Keys(d.clash))
+		slices.SortFunc(values, func(a, b string) int { return cmp.Compare(d.clash[a][0], d.clash[b][0]) })
+		for _, v := range values {
+			positions := d.clash[v]
 			var srcRows []string
 			for _, p := range positions {
 				srcRows = append(srcRows, fmt.Sprint(src[p]))
