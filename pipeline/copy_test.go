@@ -7,22 +7,31 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jmoiron/sqlx"
 	"github.com/roster-hr/roster/pipeline"
 	"github.com/roster-hr/roster/pipeline/pgtest"
 )
+
+// ownConn is a connection of its own to a fresh database, as apply holds
+// one for its transaction.
+func ownConn(t *testing.T) (*sqlx.DB, *sqlx.Conn) {
+	t.Helper()
+	db, _ := pgtest.New(t)
+	c, err := db.Connx(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return db, c
+}
 
 // TestCopyRowsRoundTrip: every value CopyLine encodes comes back from
 // PostgreSQL as it was sent — text with the characters COPY's format
 // escapes, NULLs beside empty strings, integers, booleans and dates — and
 // the rows are part of the open transaction (gone after a rollback).
 func TestCopyRowsRoundTrip(t *testing.T) {
-	db, _ := pgtest.New(t)
+	db, conn := ownConn(t)
 	ctx := context.Background()
-	conn, err := db.Connx(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	texts := []string{"", "plain", `back\slash`, "tab\there", "line\nfeed", "carriage\rreturn", `\N`, `\.`, "end\\", "Zoë 東京 🙂", "'=1+2", `{"a": "b\"c"}`}
 	type row struct {
 		id   int64
@@ -116,13 +125,8 @@ func TestCopyRowsRoundTrip(t *testing.T) {
 // the COPY with PostgreSQL's error, and the connection is usable again
 // once the transaction is rolled back.
 func TestCopyRowsErrors(t *testing.T) {
-	db, _ := pgtest.New(t)
+	_, conn := ownConn(t)
 	ctx := context.Background()
-	conn, err := db.Connx(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	tx, err := conn.BeginTxx(ctx, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -63,10 +63,9 @@ func Build(reg *Registry, yamlSpec []byte, overrides map[string]Options) ([]Conf
 			return nil, fmt.Errorf("%w: stage %q listed twice", ErrBadSpec, s.Name)
 		}
 		seen[s.Name] = true
-		opts := Options{}
+		opts := spec.Defaults()
 		known := map[string]bool{}
 		for _, f := range spec.Fields {
-			opts[f.Name] = f.Default
 			known[f.Name] = true
 		}
 		for _, src := range []map[string]any{s.Options, overrides[s.Name]} {

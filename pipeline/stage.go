@@ -82,6 +82,15 @@ type Spec struct {
 	New func(opts Options) (any, error)
 }
 
+// Defaults returns the stage's options as its fields declare them.
+func (s Spec) Defaults() Options {
+	opts := Options{}
+	for _, f := range s.Fields {
+		opts[f.Name] = f.Default
+	}
+	return opts
+}
+
 // Options are a stage's configured options, keyed by Field.Name.
 type Options map[string]any
 

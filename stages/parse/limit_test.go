@@ -24,10 +24,7 @@ func TestMaxRecordBytes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := pipeline.Options{}
-	for _, f := range spec.Fields {
-		opts[f.Name] = f.Default
-	}
+	opts := spec.Defaults()
 	if opts["max_record_bytes"] != 1<<20 {
 		t.Fatalf("default max_record_bytes %v, want 1 MiB", opts["max_record_bytes"])
 	}

@@ -17,11 +17,7 @@ import (
 
 func build(t *testing.T, sp pipeline.Spec) pipeline.Stage {
 	t.Helper()
-	opts := pipeline.Options{}
-	for _, f := range sp.Fields {
-		opts[f.Name] = f.Default
-	}
-	s, err := sp.New(opts)
+	s, err := sp.New(sp.Defaults())
 	if err != nil {
 		t.Fatal(err)
 	}
