@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"time"
 	"unsafe"
-
-	"github.com/lib/pq"
 )
 
 // CopyLine is one row in PostgreSQL's COPY text format, built value by
@@ -98,13 +96,12 @@ func CopyRows(ctx context.Context, conn *sql.Conn, table string, cols []string, 
 		if !ok {
 			return fmt.Errorf("copy into %s: the driver cannot prepare statements", table)
 		}
-		st, err := prep.PrepareContext(ctx, pq.CopyIn(table, cols...))
+		st, err := prep.PrepareContext(ctx, copySQL(table, cols))
 		if err != nil {
 			return fmt.Errorf("copy into %s: %w", table, err)
 		}
 		cp, ok := st.(copier)
-		ex, ok2 := st.(driver.Stmt)
-		if !ok || !ok2 {
+		if !ok {
 			st.Close()
 			return fmt.Errorf("copy into %s: the driver's COPY statement takes no raw rows", table)
 		}
@@ -133,7 +130,7 @@ func CopyRows(ctx context.Context, conn *sql.Conn, table string, cols []string, 
 			n++
 		}
 		//lint:ignore SA1019 lib/pq ends a COPY with Exec(nil), which has no context form
-		if _, err := ex.Exec(nil); err != nil { //nolint:staticcheck
+		if _, err := st.Exec(nil); err != nil { //nolint:staticcheck
 			st.Close()
 			return fmt.Errorf("copy into %s: %w", table, err)
 		}

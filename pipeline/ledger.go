@@ -138,6 +138,11 @@ func insertIssues(ctx context.Context, tx *sqlx.Tx, runID, fileID int64, list []
 // through a prepared statement (only inside a transaction): each Exec with
 // values buffers a row, an Exec without values flushes, Close ends it.
 func PrepareCopy(ctx context.Context, tx *sqlx.Tx, table string, cols ...string) (*sql.Stmt, error) {
+	return tx.PrepareContext(ctx, copySQL(table, cols))
+}
+
+// copySQL is the COPY … FROM STDIN statement for table's cols.
+func copySQL(table string, cols []string) string {
 	var b strings.Builder
 	b.WriteString("COPY " + pq.QuoteIdentifier(table) + " (")
 	for i, c := range cols {
@@ -147,7 +152,7 @@ func PrepareCopy(ctx context.Context, tx *sqlx.Tx, table string, cols ...string)
 		b.WriteString(pq.QuoteIdentifier(c))
 	}
 	b.WriteString(") FROM STDIN")
-	return tx.PrepareContext(ctx, b.String())
+	return b.String()
 }
 
 // RecordStage implements Ledger.
