@@ -37,3 +37,13 @@ func Parallel(n, minLen int, fn func(lo, hi int)) {
 		panic(crash)
 	}
 }
+
+// Each runs the independent jobs fns on every core (each job on one) and
+// waits for them all; a panic is raised again in the caller, as Parallel.
+func Each(fns ...func()) {
+	Parallel(len(fns), 1, func(lo, hi int) {
+		for _, fn := range fns[lo:hi] {
+			fn()
+		}
+	})
+}

@@ -39,3 +39,21 @@ func TestParallelRaisesAWorkersPanicInTheCaller(t *testing.T) {
 	})
 	t.Fatal("Parallel returned after a worker panicked")
 }
+
+// TestEachRunsEveryJobOnce: every job runs exactly once, whatever the
+// number of jobs against the cores.
+func TestEachRunsEveryJobOnce(t *testing.T) {
+	for _, n := range []int{0, 1, 2, 5} {
+		runs := make([]atomic.Int32, n)
+		var jobs []func()
+		for i := range n {
+			jobs = append(jobs, func() { runs[i].Add(1) })
+		}
+		Each(jobs...)
+		for i := range runs {
+			if got := runs[i].Load(); got != 1 {
+				t.Fatalf("%d jobs: job %d ran %d times", n, i, got)
+			}
+		}
+	}
+}

@@ -38,17 +38,13 @@ func (d *userDiff) resolveManagers() {
 		}
 	}
 	otherEmail, otherEID := make(map[string]int, len(mailRows)), make(map[string]int, len(idRows))
-	pipeline.Parallel(2, 1, func(lo, hi int) { // the two maps, one per core
-		for part := lo; part < hi; part++ {
-			if part == 0 {
-				for _, i := range mailRows {
-					otherEmail[d.rows[i].fin.email] = int(i)
-				}
-			} else {
-				for _, i := range idRows {
-					otherEID[d.rows[i].fin.eid] = int(i)
-				}
-			}
+	pipeline.Each(func() { // the two maps, one per core
+		for _, i := range mailRows {
+			otherEmail[d.rows[i].fin.email] = int(i)
+		}
+	}, func() {
+		for _, i := range idRows {
+			otherEID[d.rows[i].fin.eid] = int(i)
 		}
 	})
 	claimant := func(idx map[string]int, key string) int {
