@@ -17,6 +17,13 @@ import (
 type CopyLine struct {
 	b    []byte
 	cols int
+
+	// Set by CopyRows: where End sends the row.
+	ctx   context.Context
+	cp    copier
+	table string
+	want  int // values per row
+	sent  int
 }
 
 func (l *CopyLine) sep() {
@@ -74,6 +81,56 @@ func (l *CopyLine) Date(days int32) {
 	l.b = time.Unix(int64(days)*86400, 0).UTC().AppendFormat(l.b, time.DateOnly)
 }
 
+// OptText appends s, or NULL when ok is false.
+func (l *CopyLine) OptText(s string, ok bool) {
+	if ok {
+		l.Text(s)
+	} else {
+		l.Null()
+	}
+}
+
+// OptInt appends v, or NULL when ok is false.
+func (l *CopyLine) OptInt(v int64, ok bool) {
+	if ok {
+		l.Int(v)
+	} else {
+		l.Null()
+	}
+}
+
+// OptDate appends the date, or NULL when ok is false.
+func (l *CopyLine) OptDate(days int32, ok bool) {
+	if ok {
+		l.Date(days)
+	} else {
+		l.Null()
+	}
+}
+
+// End sends the row built since the last End and starts the next one.
+// Cancellation is checked every few thousand rows rather than handed to
+// the driver, which watches a cancellable context with a goroutine per
+// call.
+func (l *CopyLine) End() error {
+	if l.cols != l.want {
+		return fmt.Errorf("copy into %s: row %d has %d values for %d columns", l.table, l.sent+1, l.cols, l.want)
+	}
+	if l.sent%4096 == 0 {
+		if err := l.ctx.Err(); err != nil {
+			return err
+		}
+	}
+	// The driver copies the line into its buffer at once, so it may alias
+	// l.b.
+	if _, err := l.cp.CopyData(context.Background(), unsafe.String(unsafe.SliceData(l.b), len(l.b))); err != nil {
+		return fmt.Errorf("copy into %s: %w", l.table, err)
+	}
+	l.sent++
+	l.b, l.cols = l.b[:0], 0
+	return nil
+}
+
 // copier is the part of lib/pq's COPY statement CopyRows uses: it takes a
 // row already in the text format.
 type copier interface {
@@ -82,14 +139,12 @@ type copier interface {
 
 // CopyRows COPYs rows into table's cols on conn, the connection of the
 // open transaction they belong to (conn must not be used by anything else
-// meanwhile: the driver connection is held for the whole COPY). next fills
-// line with one row's values, one per column in order, and returns false
-// when there are none left. It returns the number of rows sent.
+// meanwhile: the driver connection is held for the whole COPY). write
+// appends each row's values to line, one per column in order, and calls
+// line.End after each row. It returns the number of rows sent.
 //
-// The rows go to lib/pq's CopyData as text lines. Cancellation is checked
-// every few thousand rows rather than handed to the driver, which watches
-// a cancellable context with a goroutine per call.
-func CopyRows(ctx context.Context, conn *sql.Conn, table string, cols []string, next func(line *CopyLine) bool) (int, error) {
+// The rows go to lib/pq's CopyData as text lines.
+func CopyRows(ctx context.Context, conn *sql.Conn, table string, cols []string, write func(line *CopyLine) error) (int, error) {
 	n := 0
 	err := conn.Raw(func(dc any) error {
 		prep, ok := dc.(driver.ConnPrepareContext)
@@ -105,29 +160,15 @@ func CopyRows(ctx context.Context, conn *sql.Conn, table string, cols []string, 
 			st.Close()
 			return fmt.Errorf("copy into %s: the driver's COPY statement takes no raw rows", table)
 		}
-		line := CopyLine{b: make([]byte, 0, 512)}
-		for {
-			line.b, line.cols = line.b[:0], 0
-			if !next(&line) {
-				break
-			}
-			if line.cols != len(cols) {
-				st.Close()
-				return fmt.Errorf("copy into %s: row %d has %d values for %d columns", table, n+1, line.cols, len(cols))
-			}
-			if n%4096 == 0 {
-				if err := ctx.Err(); err != nil {
-					st.Close()
-					return err
-				}
-			}
-			// The driver copies the line into its buffer at once, so it
-			// may alias line.b.
-			if _, err := cp.CopyData(context.Background(), unsafe.String(unsafe.SliceData(line.b), len(line.b))); err != nil {
-				st.Close()
-				return fmt.Errorf("copy into %s: %w", table, err)
-			}
-			n++
+		line := CopyLine{b: make([]byte, 0, 512), ctx: ctx, cp: cp, table: table, want: len(cols)}
+		err = write(&line)
+		n = line.sent
+		if err == nil && line.cols > 0 {
+			err = fmt.Errorf("copy into %s: the last row has no End", table)
+		}
+		if err != nil {
+			st.Close()
+			return err
 		}
 		//lint:ignore SA1019 lib/pq ends a COPY with Exec(nil), which has no context form
 		if _, err := st.Exec(nil); err != nil { //nolint:staticcheck

@@ -55,28 +55,19 @@ func TestCopyRowsRoundTrip(t *testing.T) {
 		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS copied (id bigint, txt text, ok boolean, day date, more bigint)`); err != nil {
 			t.Fatal(err)
 		}
-		k := 0
-		n, err := pipeline.CopyRows(ctx, conn.Conn, "copied", []string{"id", "txt", "ok", "day", "more"}, func(l *pipeline.CopyLine) bool {
-			if k == len(want) {
-				return false
-			}
-			w := want[k]
-			k++
-			l.Int(w.id)
-			if w.txt.Valid {
-				l.Text(w.txt.String)
-			} else {
-				l.Null()
-			}
-			l.Bool(w.ok)
-			if w.day.Valid {
+		n, err := pipeline.CopyRows(ctx, conn.Conn, "copied", []string{"id", "txt", "ok", "day", "more"}, func(l *pipeline.CopyLine) error {
+			for _, w := range want {
+				l.Int(w.id)
+				l.OptText(w.txt.String, w.txt.Valid)
+				l.Bool(w.ok)
 				d, _ := time.Parse(time.DateOnly, w.day.String)
-				l.Date(int32(d.Unix() / 86400))
-			} else {
-				l.Null()
+				l.OptDate(int32(d.Unix()/86400), w.day.Valid)
+				l.Int(w.more)
+				if err := l.End(); err != nil {
+					return err
+				}
 			}
-			l.Int(w.more)
-			return true
+			return nil
 		})
 		if err != nil || n != len(want) {
 			t.Fatalf("CopyRows: %d rows, %v", n, err)
@@ -135,14 +126,9 @@ func TestCopyRowsErrors(t *testing.T) {
 	if _, err := tx.ExecContext(ctx, `CREATE TEMP TABLE two (a int, b int)`); err != nil {
 		t.Fatal(err)
 	}
-	sent := false
-	_, err = pipeline.CopyRows(ctx, conn.Conn, "two", []string{"a", "b"}, func(l *pipeline.CopyLine) bool {
-		if sent {
-			return false
-		}
-		sent = true
+	_, err = pipeline.CopyRows(ctx, conn.Conn, "two", []string{"a", "b"}, func(l *pipeline.CopyLine) error {
 		l.Int(1)
-		return true
+		return l.End()
 	})
 	if err == nil {
 		t.Fatal("a row of one value for two columns was accepted")
@@ -157,17 +143,14 @@ func TestCopyRowsErrors(t *testing.T) {
 	if _, err := tx.ExecContext(ctx, `CREATE TEMP TABLE strict (a int NOT NULL)`); err != nil {
 		t.Fatal(err)
 	}
-	k := 0
-	_, err = pipeline.CopyRows(ctx, conn.Conn, "strict", []string{"a"}, func(l *pipeline.CopyLine) bool {
-		if k == 20000 {
-			return false
+	_, err = pipeline.CopyRows(ctx, conn.Conn, "strict", []string{"a"}, func(l *pipeline.CopyLine) error {
+		for k := 1; k <= 20000; k++ {
+			l.OptInt(int64(k), k != 10)
+			if err := l.End(); err != nil {
+				return err
+			}
 		}
-		if k++; k == 10 {
-			l.Null()
-		} else {
-			l.Int(int64(k))
-		}
-		return true
+		return nil
 	})
 	if err == nil || !strings.Contains(err.Error(), "null value") {
 		t.Fatalf("a NULL into a NOT NULL column: %v, want PostgreSQL's not-null error", err)

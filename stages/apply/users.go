@@ -40,46 +40,29 @@ func colsOf(r arrow.Record) planCols {
 	}
 }
 
-func optStr(a *array.String, i int) any {
-	if a.IsNull(i) {
-		return nil
-	}
-	return a.Value(i)
-}
-
-func optDate(a *array.Date32, i int) any {
-	if a.IsNull(i) {
-		return nil
-	}
-	return a.Value(i).ToTime().Format(time.DateOnly)
-}
-
 // users applies the user actions.
 //
 // New users are the bulk of a first load, so they take the short way: their
 // ids are reserved from the sequence in one query, managers new in the same
 // file and departments are resolved here, and the rows are COPYed straight
-// into users, which records their creation (see copyCreates). Changes to existing users go through a
-// temporary table and UPDATE … FROM, their history computed in SQL from the
-// state before the change.
+// into users, which records their creation (see copyCreates). Changes to
+// existing users go through a temporary table and UPDATE … FROM, their
+// history computed in SQL from the state before the change.
 func (a *applier) users(ctx context.Context) error {
 	if len(a.f.Plan.Users) == 0 {
 		return nil
-	}
-	var fileID any
-	if a.f.ID > 0 {
-		fileID = a.f.ID
 	}
 	deptID, err := a.departmentIndex(ctx)
 	if err != nil {
 		return err
 	}
-	creates, updates := 0, 0
+	creates, updates, maxRow := 0, 0, int32(0)
 	for _, r := range a.f.Plan.Users {
 		c := colsOf(r)
 		for i := 0; i < int(r.NumRows()); i++ {
 			if c.action.Value(i) == schemas.ActCreate {
 				creates++
+				maxRow = max(maxRow, c.row.Value(i))
 			} else {
 				updates++
 			}
@@ -89,13 +72,6 @@ func (a *applier) users(ctx context.Context) error {
 	// not a map: source rows are line numbers, at most the file's lines.
 	var newID []int64
 	if creates > 0 {
-		maxRow := int32(0)
-		for _, r := range a.f.Plan.Users {
-			rows := colsOf(r).row
-			for i := 0; i < int(r.NumRows()); i++ {
-				maxRow = max(maxRow, rows.Value(i))
-			}
-		}
 		newID = make([]int64, maxRow+1)
 		// The sequence by its name, a constant: pg_get_serial_sequence()
 		// in this select is evaluated once per row, and made reserving a
@@ -119,37 +95,18 @@ func (a *applier) users(ctx context.Context) error {
 			}
 		}
 	}
-	manager := func(c planCols, i int) any {
-		if !c.mgrRow.IsNull(i) {
-			if m := c.mgrRow.Value(i); int(m) < len(newID) && newID[m] != 0 {
-				return newID[m]
-			}
-		}
-		if c.mgrID.IsNull(i) {
-			return nil
-		}
-		return c.mgrID.Value(i)
-	}
-	department := func(c planCols, i int) any {
-		if c.dept.IsNull(i) {
-			return nil
-		}
-		if id, ok := deptID[c.dept.Value(i)]; ok {
-			return id
-		}
-		return nil
-	}
+	w := rowWriter{newID: newID, deptID: deptID}
 	// Updates go first: a new user may take the e-mail of one this file
 	// deactivates or renames, and active e-mails are unique as rows are
 	// written.
 	if updates > 0 {
-		if err := a.updates(ctx, manager, department, fileID); err != nil {
+		if err := a.updates(ctx, w); err != nil {
 			return err
 		}
 	}
 	if creates > 0 {
 		started := time.Now()
-		if err := a.copyCreates(ctx, newID, manager, department, fileID); err != nil {
+		if err := a.copyCreates(ctx, w); err != nil {
 			return err
 		}
 		if a.run.Log != nil {
@@ -159,39 +116,83 @@ func (a *applier) users(ctx context.Context) error {
 	return nil
 }
 
+// rowWriter resolves a plan row's references to ids as they are written.
+type rowWriter struct {
+	newID  []int64          // new users' ids by source row
+	deptID map[string]int64 // department ids by key
+}
+
+// manager is the row's manager: a user new in the same file (by row), or
+// an existing one.
+func (w rowWriter) manager(c planCols, i int) (int64, bool) {
+	if !c.mgrRow.IsNull(i) {
+		if m := c.mgrRow.Value(i); int(m) < len(w.newID) && w.newID[m] != 0 {
+			return w.newID[m], true
+		}
+	}
+	return c.mgrID.Value(i), !c.mgrID.IsNull(i)
+}
+
+// department is the row's department id.
+func (w rowWriter) department(c planCols, i int) (int64, bool) {
+	if c.dept.IsNull(i) {
+		return 0, false
+	}
+	id, ok := w.deptID[c.dept.Value(i)]
+	return id, ok
+}
+
+// dates appends the row's start and deactivation dates.
+func dates(l *pipeline.CopyLine, c planCols, i int) {
+	l.OptDate(int32(c.start.Value(i)), c.start.IsValid(i))
+	l.OptDate(int32(c.deact.Value(i)), c.deact.IsValid(i))
+}
+
 // updates writes the changes to existing users through a temporary table.
-func (a *applier) updates(ctx context.Context, manager, department func(planCols, int) any, fileID any) error {
+func (a *applier) updates(ctx context.Context, w rowWriter) error {
 	t, run := a.run.Tenant.ID, a.run.ID
 	if err := a.exec(ctx, "create plan_users", `CREATE TEMP TABLE plan_users (row integer, action text, user_id bigint,
 		employee_id text, email text, first_name text, last_name text, manager_user_id bigint, department_id bigint,
 		title text, location text, start_date date, deactivation_date date, custom jsonb, active boolean, effective_date date) ON COMMIT DROP`); err != nil {
 		return err
 	}
-	stmt, err := pipeline.PrepareCopy(ctx, a.tx, "plan_users", "row", "action", "user_id", "employee_id", "email", "first_name",
-		"last_name", "manager_user_id", "department_id", "title", "location", "start_date", "deactivation_date", "custom", "active", "effective_date")
+	_, err := pipeline.CopyRows(ctx, a.conn, "plan_users", []string{"row", "action", "user_id", "employee_id", "email", "first_name",
+		"last_name", "manager_user_id", "department_id", "title", "location", "start_date", "deactivation_date", "custom", "active",
+		"effective_date"}, func(l *pipeline.CopyLine) error {
+		for _, r := range a.f.Plan.Users {
+			c := colsOf(r)
+			for i := 0; i < int(r.NumRows()); i++ {
+				if c.action.Value(i) == schemas.ActCreate {
+					continue
+				}
+				l.Int(int64(c.row.Value(i)))
+				l.Text(c.action.Value(i))
+				l.Int(c.userID.Value(i))
+				l.OptText(c.eid.Value(i), c.eid.IsValid(i))
+				l.Text(c.email.Value(i))
+				l.Text(c.first.Value(i))
+				l.Text(c.last.Value(i))
+				l.OptInt(w.manager(c, i))
+				l.OptInt(w.department(c, i))
+				l.Text(c.title.Value(i))
+				l.Text(c.loc.Value(i))
+				dates(l, c, i)
+				l.Text(c.custom.Value(i))
+				l.Bool(c.active.Value(i))
+				l.OptDate(int32(c.effective.Value(i)), c.effective.IsValid(i))
+				if err := l.End(); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("apply: copy updates: %w", err)
 	}
-	for _, r := range a.f.Plan.Users {
-		c := colsOf(r)
-		for i := 0; i < int(r.NumRows()); i++ {
-			if c.action.Value(i) == schemas.ActCreate {
-				continue
-			}
-			if _, err := stmt.ExecContext(ctx, c.row.Value(i), c.action.Value(i), c.userID.Value(i), optStr(c.eid, i), c.email.Value(i),
-				c.first.Value(i), c.last.Value(i), manager(c, i), department(c, i), c.title.Value(i), c.loc.Value(i),
-				optDate(c.start, i), optDate(c.deact, i), c.custom.Value(i), c.active.Value(i), optDate(c.effective, i)); err != nil {
-				stmt.Close()
-				return fmt.Errorf("apply: copy updates: %w", err)
-			}
-		}
-	}
-	if _, err := stmt.ExecContext(ctx); err != nil {
-		stmt.Close()
-		return fmt.Errorf("apply: copy updates: %w", err)
-	}
-	if err := stmt.Close(); err != nil {
-		return fmt.Errorf("apply: copy updates: %w", err)
+	var fileID any
+	if a.f.ID > 0 {
+		fileID = a.f.ID
 	}
 	steps := []struct{ what, q string }{
 		{"history", `INSERT INTO user_history (tenant_id, run_id, file_id, user_id, action, effective_date, changes)
@@ -245,67 +246,38 @@ func (a *applier) departmentIndex(ctx context.Context) (map[string]int64, error)
 // user_history: the state a user was created with is what later changes
 // record as "old" (roster_user_initial in the schema), so a row per new
 // user there would repeat it at twice the cost of the users themselves.
-func (a *applier) copyCreates(ctx context.Context, newID []int64, manager, department func(planCols, int) any, fileID any) error {
-	recs := a.f.Plan.Users
-	var c planCols
-	if len(recs) > 0 {
-		c = colsOf(recs[0])
-	}
-	k, i := 0, 0 // the next row: record k, row i
-	ref := func(l *pipeline.CopyLine, v any) {
-		if v == nil {
-			l.Null()
-		} else {
-			l.Int(v.(int64))
-		}
-	}
+func (a *applier) copyCreates(ctx context.Context, w rowWriter) error {
 	_, err := pipeline.CopyRows(ctx, a.conn, "users", []string{"id", "tenant_id", "employee_id", "email", "first_name", "last_name",
 		"manager_id", "department_id", "title", "location", "start_date", "deactivation_date", "custom", "active", "last_run_id",
-		"created_run_id", "created_file_id"}, func(l *pipeline.CopyLine) bool {
-		for {
-			if k >= len(recs) {
-				return false
-			}
-			if i >= int(recs[k].NumRows()) {
-				k, i = k+1, 0
-				if k < len(recs) {
-					c = colsOf(recs[k])
+		"created_run_id", "created_file_id"}, func(l *pipeline.CopyLine) error {
+		for _, r := range a.f.Plan.Users {
+			c := colsOf(r)
+			for i := 0; i < int(r.NumRows()); i++ {
+				if c.action.Value(i) != schemas.ActCreate {
+					continue
 				}
-				continue
-			}
-			if c.action.Value(i) == schemas.ActCreate {
-				break
-			}
-			i++
-		}
-		l.Int(newID[c.row.Value(i)])
-		l.Text(a.run.Tenant.ID)
-		if c.eid.IsNull(i) {
-			l.Null()
-		} else {
-			l.Text(c.eid.Value(i))
-		}
-		l.Text(c.email.Value(i))
-		l.Text(c.first.Value(i))
-		l.Text(c.last.Value(i))
-		ref(l, manager(c, i))
-		ref(l, department(c, i))
-		l.Text(c.title.Value(i))
-		l.Text(c.loc.Value(i))
-		for _, d := range []*array.Date32{c.start, c.deact} {
-			if d.IsNull(i) {
-				l.Null()
-			} else {
-				l.Date(int32(d.Value(i)))
+				l.Int(w.newID[c.row.Value(i)])
+				l.Text(a.run.Tenant.ID)
+				l.OptText(c.eid.Value(i), c.eid.IsValid(i))
+				l.Text(c.email.Value(i))
+				l.Text(c.first.Value(i))
+				l.Text(c.last.Value(i))
+				l.OptInt(w.manager(c, i))
+				l.OptInt(w.department(c, i))
+				l.Text(c.title.Value(i))
+				l.Text(c.loc.Value(i))
+				dates(l, c, i)
+				l.Text(c.custom.Value(i))
+				l.Bool(c.active.Value(i))
+				l.Int(a.run.ID)
+				l.Int(a.run.ID)
+				l.OptInt(a.f.ID, a.f.ID > 0)
+				if err := l.End(); err != nil {
+					return err
+				}
 			}
 		}
-		l.Text(c.custom.Value(i))
-		l.Bool(c.active.Value(i))
-		l.Int(a.run.ID)
-		l.Int(a.run.ID)
-		ref(l, fileID)
-		i++
-		return true
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("apply: copy new users: %w", err)
