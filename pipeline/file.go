@@ -25,14 +25,15 @@ const (
 )
 
 // Counts are a file's actions, each accepted row counted once.
+// The db names are run_files' columns (FileRecord reads them).
 type Counts struct {
-	Rows        int `json:"rows"`
-	Created     int `json:"created"`
-	Updated     int `json:"updated"`
-	Deactivated int `json:"deactivated"`
-	Reactivated int `json:"reactivated"`
-	Scheduled   int `json:"scheduled"`
-	Unchanged   int `json:"unchanged"`
+	Rows        int `db:"rows" json:"rows"`
+	Created     int `db:"created" json:"created"`
+	Updated     int `db:"updated" json:"updated"`
+	Deactivated int `db:"deactivated" json:"deactivated"`
+	Reactivated int `db:"reactivated" json:"reactivated"`
+	Scheduled   int `db:"scheduled" json:"scheduled"`
+	Unchanged   int `db:"unchanged" json:"unchanged"`
 }
 
 // Count adds one row's action (schemas.Act…; "" is unchanged).

@@ -10,23 +10,17 @@ import (
 // FileRecord is a run_files row as the operator's views read it (roster
 // runs show, the status page).
 type FileRecord struct {
-	ID          int64  `db:"id" json:"file_id"`
-	Name        string `db:"name" json:"name"`
-	SHA256      string `db:"sha256" json:"sha256"`
-	Size        int64  `db:"size" json:"size"`
-	Kind        string `db:"kind" json:"kind"`
-	Status      string `db:"status" json:"status"`
-	Rows        int    `db:"rows" json:"rows"`
-	Created     int    `db:"created" json:"created"`
-	Updated     int    `db:"updated" json:"updated"`
-	Deactivated int    `db:"deactivated" json:"deactivated"`
-	Reactivated int    `db:"reactivated" json:"reactivated"`
-	Scheduled   int    `db:"scheduled" json:"scheduled"`
-	Unchanged   int    `db:"unchanged" json:"unchanged"`
-	Errors      int    `db:"errors" json:"errors"`
-	Warnings    int    `db:"warnings" json:"warnings"`
-	ErrorCode   string `db:"error_code" json:"error_code"`
-	Error       string `db:"error" json:"error"`
+	ID     int64  `db:"id" json:"file_id"`
+	Name   string `db:"name" json:"name"`
+	SHA256 string `db:"sha256" json:"sha256"`
+	Size   int64  `db:"size" json:"size"`
+	Kind   string `db:"kind" json:"kind"`
+	Status string `db:"status" json:"status"`
+	Counts
+	Errors    int    `db:"errors" json:"errors"`
+	Warnings  int    `db:"warnings" json:"warnings"`
+	ErrorCode string `db:"error_code" json:"error_code"`
+	Error     string `db:"error" json:"error"`
 }
 
 // StageRecord is a run_stages row; File is empty for a stage of the whole

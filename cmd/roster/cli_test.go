@@ -119,6 +119,16 @@ func TestCommandLineContract(t *testing.T) {
 	if len(show.Files) != 2 || len(show.Issues) != 1 {
 		t.Fatalf("runs show: %d files, %d issues", len(show.Files), len(show.Issues))
 	}
+	// A file's counts keep their flat keys.
+	counted := false
+	for _, f := range show.Files {
+		if f["rows"] == 3.0 && f["created"] != nil && f["unchanged"] != nil {
+			counted = true
+		}
+	}
+	if !counted {
+		t.Fatalf("runs show lacks the users file's counts (rows 3, created, unchanged): %+v", show.Files)
+	}
 	parsed := false
 	for _, s := range show.Stages {
 		if s.Stage == "parse" && s.RowsOut == 3 && s.DurationMS >= 0 {
