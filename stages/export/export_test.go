@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -815,5 +816,25 @@ func TestDeriveEvents(t *testing.T) {
 		if got := show(deriveEvents(&u, c.ch)); got != c.want {
 			t.Errorf("%s: %s, want %s", c.name, got, c.want)
 		}
+	}
+}
+
+// TestStateFieldsMatchTheSchema: the export projects the fields the
+// schema's roster_user_fields knows (and apply records changes of), no
+// more, no fewer.
+func TestStateFieldsMatchTheSchema(t *testing.T) {
+	db, _ := pgtest.New(t)
+	var schema []string
+	if err := db.SelectContext(context.Background(), &schema,
+		`SELECT k FROM jsonb_object_keys(roster_user_fields(NULL::users, NULL)) k ORDER BY k`); err != nil {
+		t.Fatal(err)
+	}
+	var ours []string
+	for _, f := range stateFields {
+		ours = append(ours, f.name)
+	}
+	slices.Sort(ours)
+	if !slices.Equal(ours, schema) {
+		t.Fatalf("the export projects %v, roster_user_fields has %v", ours, schema)
 	}
 }
