@@ -51,7 +51,7 @@ func migrateTo(ctx context.Context, db *sqlx.DB, last string) ([]string, error) 
 	}
 	names, err := fs.Glob(migrationFS, "migrations/*.sql")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("migrate: list migrations: %w", err)
 	}
 	sort.Strings(names)
 	var applied []string
@@ -65,7 +65,7 @@ func migrateTo(ctx context.Context, db *sqlx.DB, last string) ([]string, error) 
 		}
 		body, err := migrationFS.ReadFile(name)
 		if err != nil {
-			return applied, err
+			return applied, fmt.Errorf("migrate %s: read: %w", version, err)
 		}
 		tx, err := conn.BeginTxx(ctx, nil)
 		if err != nil {

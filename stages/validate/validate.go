@@ -70,7 +70,7 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 		}
 	})
 	if err := ctx.Err(); err != nil {
-		return pipeline.Stats{}, err
+		return pipeline.Stats{}, fmt.Errorf("validate: %w", err)
 	}
 	for _, o := range outs {
 		for _, fd := range o.found {
