@@ -235,7 +235,7 @@ var historyFields = []struct{ name, old, new, oldShow, newShow string }{
 	{"email", "u.email", "p.email", "", ""},
 	{"first_name", "u.first_name", "p.first_name", "", ""},
 	{"last_name", "u.last_name", "p.last_name", "", ""},
-	{"manager_id", "u.manager_id", "p.manager_user_id", "", ""},
+	{"manager_id", "u.manager_id", "p.manager_id", "", ""},
 	{"department", "u.department_id", "p.department_id", "od.name", "nd.name"},
 	{"title", "u.title", "p.title", "", ""},
 	{"location", "u.location", "p.location", "", ""},

@@ -142,23 +142,37 @@ func (w rowWriter) department(c planCols, i int) (int64, bool) {
 	return id, ok
 }
 
-// dates appends the row's start and deactivation dates.
-func dates(l *pipeline.CopyLine, c planCols, i int) {
+// userFields names, in order, the user columns fields writes.
+var userFields = []string{"employee_id", "email", "first_name", "last_name", "manager_id", "department_id", "title", "location",
+	"start_date", "deactivation_date", "custom", "active"}
+
+// fields appends plan row i's user values, in userFields' order: the part
+// of a new user's row and of an update's plan row that is the same.
+func (w rowWriter) fields(l *pipeline.CopyLine, c planCols, i int) {
+	l.OptText(c.eid.Value(i), c.eid.IsValid(i))
+	l.Text(c.email.Value(i))
+	l.Text(c.first.Value(i))
+	l.Text(c.last.Value(i))
+	l.OptInt(w.manager(c, i))
+	l.OptInt(w.department(c, i))
+	l.Text(c.title.Value(i))
+	l.Text(c.loc.Value(i))
 	l.OptDate(int32(c.start.Value(i)), c.start.IsValid(i))
 	l.OptDate(int32(c.deact.Value(i)), c.deact.IsValid(i))
+	l.Text(c.custom.Value(i))
+	l.Bool(c.active.Value(i))
 }
 
 // updates writes the changes to existing users through a temporary table.
 func (a *applier) updates(ctx context.Context, w rowWriter) error {
 	t, run := a.run.Tenant.ID, a.run.ID
 	if err := a.exec(ctx, "create plan_users", `CREATE TEMP TABLE plan_users (row integer, action text, user_id bigint,
-		employee_id text, email text, first_name text, last_name text, manager_user_id bigint, department_id bigint,
+		employee_id text, email text, first_name text, last_name text, manager_id bigint, department_id bigint,
 		title text, location text, start_date date, deactivation_date date, custom jsonb, active boolean, effective_date date) ON COMMIT DROP`); err != nil {
 		return err
 	}
-	_, err := pipeline.CopyRows(ctx, a.conn, "plan_users", []string{"row", "action", "user_id", "employee_id", "email", "first_name",
-		"last_name", "manager_user_id", "department_id", "title", "location", "start_date", "deactivation_date", "custom", "active",
-		"effective_date"}, func(l *pipeline.CopyLine) error {
+	cols := append(append([]string{"row", "action", "user_id"}, userFields...), "effective_date")
+	_, err := pipeline.CopyRows(ctx, a.conn, "plan_users", cols, func(l *pipeline.CopyLine) error {
 		for _, r := range a.f.Plan.Users {
 			c := colsOf(r)
 			for i := 0; i < int(r.NumRows()); i++ {
@@ -168,17 +182,7 @@ func (a *applier) updates(ctx context.Context, w rowWriter) error {
 				l.Int(int64(c.row.Value(i)))
 				l.Text(c.action.Value(i))
 				l.Int(c.userID.Value(i))
-				l.OptText(c.eid.Value(i), c.eid.IsValid(i))
-				l.Text(c.email.Value(i))
-				l.Text(c.first.Value(i))
-				l.Text(c.last.Value(i))
-				l.OptInt(w.manager(c, i))
-				l.OptInt(w.department(c, i))
-				l.Text(c.title.Value(i))
-				l.Text(c.loc.Value(i))
-				dates(l, c, i)
-				l.Text(c.custom.Value(i))
-				l.Bool(c.active.Value(i))
+				w.fields(l, c, i)
 				l.OptDate(int32(c.effective.Value(i)), c.effective.IsValid(i))
 				if err := l.End(); err != nil {
 					return err
@@ -205,7 +209,7 @@ func (a *applier) updates(ctx context.Context, w rowWriter) error {
 		{"free changing e-mails", `UPDATE users u SET email = '#' || u.id || '#' || u.email
 			FROM plan_users p WHERE u.id = p.user_id AND u.tenant_id = $1 AND u.active AND p.email <> u.email`},
 		{"updates", `UPDATE users u SET employee_id = p.employee_id, email = p.email, first_name = p.first_name,
-				last_name = p.last_name, manager_id = p.manager_user_id, department_id = p.department_id, title = p.title,
+				last_name = p.last_name, manager_id = p.manager_id, department_id = p.department_id, title = p.title,
 				location = p.location, start_date = p.start_date, deactivation_date = p.deactivation_date,
 				custom = p.custom, active = p.active, last_run_id = $2, updated_at = now()
 			FROM plan_users p WHERE u.id = p.user_id AND u.tenant_id = $1`},
@@ -247,9 +251,8 @@ func (a *applier) departmentIndex(ctx context.Context) (map[string]int64, error)
 // record as "old" (roster_user_initial in the schema), so a row per new
 // user there would repeat it at twice the cost of the users themselves.
 func (a *applier) copyCreates(ctx context.Context, w rowWriter) error {
-	_, err := pipeline.CopyRows(ctx, a.conn, "users", []string{"id", "tenant_id", "employee_id", "email", "first_name", "last_name",
-		"manager_id", "department_id", "title", "location", "start_date", "deactivation_date", "custom", "active", "last_run_id",
-		"created_run_id", "created_file_id"}, func(l *pipeline.CopyLine) error {
+	cols := append(append([]string{"id", "tenant_id"}, userFields...), "last_run_id", "created_run_id", "created_file_id")
+	_, err := pipeline.CopyRows(ctx, a.conn, "users", cols, func(l *pipeline.CopyLine) error {
 		for _, r := range a.f.Plan.Users {
 			c := colsOf(r)
 			for i := 0; i < int(r.NumRows()); i++ {
@@ -258,17 +261,7 @@ func (a *applier) copyCreates(ctx context.Context, w rowWriter) error {
 				}
 				l.Int(w.newID[c.row.Value(i)])
 				l.Text(a.run.Tenant.ID)
-				l.OptText(c.eid.Value(i), c.eid.IsValid(i))
-				l.Text(c.email.Value(i))
-				l.Text(c.first.Value(i))
-				l.Text(c.last.Value(i))
-				l.OptInt(w.manager(c, i))
-				l.OptInt(w.department(c, i))
-				l.Text(c.title.Value(i))
-				l.Text(c.loc.Value(i))
-				dates(l, c, i)
-				l.Text(c.custom.Value(i))
-				l.Bool(c.active.Value(i))
+				w.fields(l, c, i)
 				l.Int(a.run.ID)
 				l.Int(a.run.ID)
 				l.OptInt(a.f.ID, a.f.ID > 0)
