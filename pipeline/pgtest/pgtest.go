@@ -74,3 +74,16 @@ func Empty(t testing.TB) (*sqlx.DB, string) {
 	})
 	return db, u.String()
 }
+
+// HistoryFields returns, sorted, the user fields the schema's
+// roster_user_fields knows: the fields history records and replays, which
+// apply and the export each list too.
+func HistoryFields(t testing.TB, db *sqlx.DB) []string {
+	t.Helper()
+	var names []string
+	if err := db.SelectContext(context.Background(), &names,
+		`SELECT k FROM jsonb_object_keys(roster_user_fields(NULL::users, NULL)) k ORDER BY k`); err != nil {
+		t.Fatal(err)
+	}
+	return names
+}

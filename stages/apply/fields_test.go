@@ -1,7 +1,6 @@
 package apply
 
 import (
-	"context"
 	"slices"
 	"testing"
 
@@ -14,11 +13,7 @@ import (
 // to one and not the other would be lost from history's replay.
 func TestHistoryFieldsMatchTheSchema(t *testing.T) {
 	db, _ := pgtest.New(t)
-	var schema []string
-	if err := db.SelectContext(context.Background(), &schema,
-		`SELECT k FROM jsonb_object_keys(roster_user_fields(NULL::users, NULL)) k ORDER BY k`); err != nil {
-		t.Fatal(err)
-	}
+	schema := pgtest.HistoryFields(t, db)
 	var ours []string
 	for _, h := range historyFields {
 		ours = append(ours, h.name)

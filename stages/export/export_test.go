@@ -824,11 +824,7 @@ func TestDeriveEvents(t *testing.T) {
 // more, no fewer.
 func TestStateFieldsMatchTheSchema(t *testing.T) {
 	db, _ := pgtest.New(t)
-	var schema []string
-	if err := db.SelectContext(context.Background(), &schema,
-		`SELECT k FROM jsonb_object_keys(roster_user_fields(NULL::users, NULL)) k ORDER BY k`); err != nil {
-		t.Fatal(err)
-	}
+	schema := pgtest.HistoryFields(t, db)
 	var ours []string
 	for _, f := range stateFields {
 		ours = append(ours, f.name)
