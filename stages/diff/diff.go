@@ -55,6 +55,11 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 	plan := &pipeline.Plan{}
 	switch f.Kind {
 	case schemas.KindUsers:
+		// The file's rows first: gathering them needs no snapshot, and on
+		// a big file it takes about as long as the snapshot read still has
+		// to go (its fresh memory is slow to touch on a VM), so the two
+		// overlap instead of following each other.
+		rows, cols := readRows(f)
 		var snap *users
 		waiting := time.Now()
 		if v, ok, err := f.Prefetched(ctx, Spec().Name); err != nil {
@@ -67,8 +72,7 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 		} else if snap, err = loadUsers(ctx, run.DB, run.Tenant.ID); err != nil {
 			return pipeline.Stats{}, err
 		}
-		d := &userDiff{run: run, f: f, snap: snap, depts: depts, today: days(run.LogicalDate)}
-		d.rows, d.cols = readRows(f)
+		d := &userDiff{run: run, f: f, snap: snap, depts: depts, today: days(run.LogicalDate), rows: rows, cols: cols}
 		if err := d.run_(); err != nil {
 			return pipeline.Stats{}, err
 		}
