@@ -95,6 +95,19 @@ func timed(t *testing.T, cmd *exec.Cmd) (time.Duration, int64) {
 	return timedInto(t, cmd, &out)
 }
 
+// quiesce makes PostgreSQL write out what earlier commands left in its
+// buffers (CHECKPOINT), untimed, before each timed command: otherwise the
+// checkpoint that a load of a million rows triggers lands in whichever
+// command comes next (the 1M first load measured 11.2 s alone and 15.9 s
+// right after the baseline's two runs), and the order of the measures
+// decides their ratio.
+func quiesce(t *testing.T, url string) {
+	t.Helper()
+	if out, err := exec.Command("psql", url, "-q", "-c", "CHECKPOINT").CombinedOutput(); err != nil {
+		t.Fatalf("checkpoint: %v\n%s", err, out)
+	}
+}
+
 // timedRun times a `roster run --json` and checks that its one file
 // applied with no error and the counts want says (created or unchanged),
 // so that a timing is never of a run that did something else.
@@ -191,8 +204,10 @@ func TestBench(t *testing.T) {
 			_, url := pgtest.New(t)
 			script := filepath.Join(t.TempDir(), "baseline.sql")
 			os.WriteFile(script, []byte(fmt.Sprintf(baselineSQL, abs)), 0o644) //nolint:errcheck
+			quiesce(t, url)
 			d, _ := timed(t, exec.Command("psql", url, "-q", "-v", "ON_ERROR_STOP=1", "-f", script))
 			first.Seconds = append(first.Seconds, d.Seconds())
+			quiesce(t, url)
 			d, _ = timed(t, exec.Command("psql", url, "-q", "-v", "ON_ERROR_STOP=1", "-f", script))
 			again.Seconds = append(again.Seconds, d.Seconds())
 
@@ -202,9 +217,11 @@ func TestBench(t *testing.T) {
 				return exec.Command(bin, append([]string{"--db", url, "--data-dir", data}, args...)...)
 			}
 			timed(t, rosterCmd("tenant", "add", "bench"))
+			quiesce(t, url)
 			d, peak := timedRun(t, rosterCmd("run", "--json", "--tenant", "bench", "--file", path), func(c, _ int) bool { return c == n })
 			rFirst.Seconds = append(rFirst.Seconds, d.Seconds())
 			rss.Seconds = append(rss.Seconds, float64(peak)/(1<<30))
+			quiesce(t, url)
 			d, peak = timedRun(t, rosterCmd("run", "--json", "--tenant", "bench", "--file", shuffled), func(_, u int) bool { return u == n })
 			rSame.Seconds = append(rSame.Seconds, d.Seconds())
 			rss.Seconds = append(rss.Seconds, float64(peak)/(1<<30))
