@@ -100,6 +100,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	memLimit := global.Int64("memory-limit-mib", 1024, "soft limit of the Go heap in MiB (GOMEMLIMIT wins when set): the garbage collector works harder near it "+
 		"instead of letting a 1M-row file grow the process to ~1.8 GiB; raise it for files far above a million rows, 0 turns it off")
 	cpuProfile := global.String("cpu-profile", "", "write a Go CPU profile of the command to this file (go tool pprof reads it); for finding where a slow run spends its time")
+	memProfile := global.String("mem-profile", "", "write a Go allocation profile of the command to this file when it ends (go tool pprof -sample_index=alloc_space reads it); "+
+		"on a VM, fresh memory costs system time as well as the allocation, so this is where a run's sys time comes from")
 	if err := global.Parse(args); err != nil {
 		fmt.Fprintln(stderr, "roster:", err)
 		printUsage(stderr, global)
@@ -130,6 +132,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return exitUsage
 		}
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
+	if *memProfile != "" {
+		f, err := os.Create(*memProfile)
+		if err != nil {
+			fmt.Fprintln(stderr, "roster: memory profile:", err)
+			return exitUsage
+		}
+		defer func() {
+			if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+				fmt.Fprintln(stderr, "roster: memory profile:", err)
+			}
+			f.Close()
+		}()
 	}
 	for _, c := range commands() {
 		if c.name != rest[0] {
