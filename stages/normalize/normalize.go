@@ -170,26 +170,49 @@ func column(mem memory.Allocator, run *pipeline.Run, o *batchOut, c schemas.Colu
 		}
 		return b.NewArray()
 	}
-	b := array.NewStringBuilder(mem)
-	defer b.Release()
-	b.Reserve(n)
-	b.ReserveData(len(in.ValueBytes()))
+	norm := strings.TrimSpace
+	switch c.Type {
+	case schemas.Email:
+		norm = schemas.NormalizeEmail
+	case schemas.EmployeeID:
+		norm = schemas.NormalizeEmployeeID
+	}
+	// Most cells are already in their normal form: the column is kept as
+	// it came until the first cell that changes, and only then copied. A
+	// million-row file had normalize write a second copy of every text
+	// column (~215 MB, which a VM charges again in system time).
+	var b *array.StringBuilder
 	for i := 0; i < n; i++ {
 		if in.IsNull(i) {
 			o.SkipField(c.Name, base+i)
-			b.AppendNull()
+			if b != nil {
+				b.AppendNull()
+			}
 			continue
 		}
-		v := in.Value(i)
-		switch c.Type {
-		case schemas.Email:
-			v = schemas.NormalizeEmail(v)
-		case schemas.EmployeeID:
-			v = schemas.NormalizeEmployeeID(v)
-		default:
-			v = strings.TrimSpace(v)
+		raw := in.Value(i)
+		v := norm(raw)
+		if b == nil {
+			if v == raw {
+				continue
+			}
+			b = array.NewStringBuilder(mem)
+			defer b.Release()
+			b.Reserve(n)
+			b.ReserveData(len(in.ValueBytes()))
+			for j := 0; j < i; j++ {
+				if in.IsNull(j) {
+					b.AppendNull()
+				} else {
+					b.Append(in.Value(j))
+				}
+			}
 		}
 		b.Append(v)
+	}
+	if b == nil {
+		in.Retain()
+		return in
 	}
 	return b.NewArray()
 }
