@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -140,6 +141,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return exitUsage
 		}
 		defer func() {
+			runtime.GC() // the profile holds what the last collection saw
 			if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
 				fmt.Fprintln(stderr, "roster: memory profile:", err)
 			}
