@@ -28,6 +28,11 @@ func TestParseDate(t *testing.T) {
 		{"2026-01-02 10:00", DateUS, time.Time{}, false},
 		{"+2026-01-02", DateUS, time.Time{}, false},
 		{"2026/01/02", DateUS, time.Time{}, false},
+		{"2026-01-02-03", DateUS, time.Time{}, false}, // four parts
+		{"2026--02", DateUS, time.Time{}, false},
+		{"2026-01-", DateUS, time.Time{}, false},
+		{"1/2/2026/", DateUS, time.Time{}, false},
+		{"1/2", DateUS, time.Time{}, false},
 		{"", DateUS, time.Time{}, false},
 		{"tomorrow", DateUS, time.Time{}, false},
 	}
@@ -45,6 +50,7 @@ func TestValidEmail(t *testing.T) {
 		"ada@": false, "@example.com": false, "ada@example": false, "ada@@example.com": false,
 		"ada@exa mple.com": false, ".ada@example.com": false, "ada..b@example.com": false,
 		"ada@-example.com": false, "ada@example.c": false, "ada@example.123": false, "ada example.com": false,
+		"ada@example..com": false, "ada@example.com.": false, "ada@.example.com": false, "ada@example.co-": false,
 	} {
 		if got := ValidEmail(in); got != want {
 			t.Errorf("ValidEmail(%q) = %v, want %v", in, got, want)
