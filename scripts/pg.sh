@@ -58,13 +58,29 @@ start)
 		as_owner "$bin/initdb" -D "$data" -U postgres --auth=trust --encoding=UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 ||
 			die "initdb failed; see $dir/initdb.log"
 	fi
+	# The first port from 55432 that nothing listens on. That is no
+	# promise the server can bind it: 55432 is inside Linux's ephemeral
+	# range (32768-60999), so a client connection (the test suite opens
+	# thousands, to the main cluster) may hold it as its local port, and
+	# the server then fails with "Address already in use". That case moves
+	# on to the next port; any other failure stops here.
 	port=55432
-	while ! port_free "$port"; do port=$((port + 1)); [ "$port" -lt 55532 ] || die "no free port in 55432-55531"; done
-	echo "$port" >"$portfile"
-	# Tuned for throwaway test data: durability off is fine here and makes
-	# the suite fast; never copy these settings to production.
-	as_owner "$bin/pg_ctl" -D "$data" -l "$log" -w -t 60 start -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 -c shared_buffers=256MB" >/dev/null ||
-		die "the server did not start; see $log"
+	started=
+	while [ "$port" -lt 55532 ]; do
+		if port_free "$port"; then
+			echo "$port" >"$portfile"
+			before=$(stat -c %s "$log" 2>/dev/null || echo 0)
+			# Tuned for throwaway test data: durability off is fine here and
+			# makes the suite fast; never copy these settings to production.
+			if as_owner "$bin/pg_ctl" -D "$data" -l "$log" -w -t 60 start -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 -c shared_buffers=256MB" >/dev/null 2>&1; then
+				started=1
+				break
+			fi
+			tail -c +"$((before + 1))" "$log" | grep -q "could not bind" || die "the server did not start; see $log"
+		fi
+		port=$((port + 1))
+	done
+	[ -n "$started" ] || die "no port in 55432-55531 the server could bind; see $log"
 	for _ in $(seq 1 60); do "$bin/pg_isready" -q -h 127.0.0.1 -p "$port" && break; sleep 0.5; done
 	"$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='roster'" | grep -q 1 ||
 		"$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -qc "CREATE DATABASE roster" >/dev/null
