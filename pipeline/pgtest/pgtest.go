@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"net/url"
 	"os"
+	"slices"
 	"testing"
 
 	"github.com/jmoiron/sqlx"
@@ -75,15 +76,19 @@ func Empty(t testing.TB) (*sqlx.DB, string) {
 	return db, u.String()
 }
 
-// HistoryFields returns, sorted, the user fields the schema's
-// roster_user_fields knows: the fields history records and replays, which
-// apply and the export each list too.
-func HistoryFields(t testing.TB, db *sqlx.DB) []string {
+// CheckHistoryFields fails t unless names (in any order) are the user
+// fields the schema's roster_user_fields knows: the fields history records
+// and replays, which apply and the export each list too, and which must
+// agree or a field is lost from the replay. who says whose list it is.
+func CheckHistoryFields(t testing.TB, db *sqlx.DB, who string, names []string) {
 	t.Helper()
-	var names []string
-	if err := db.SelectContext(context.Background(), &names,
+	var schema []string
+	if err := db.SelectContext(context.Background(), &schema,
 		`SELECT k FROM jsonb_object_keys(roster_user_fields(NULL::users, NULL)) k ORDER BY k`); err != nil {
 		t.Fatal(err)
 	}
-	return names
+	ours := slices.Sorted(slices.Values(names))
+	if !slices.Equal(ours, schema) {
+		t.Fatalf("%s lists %v, roster_user_fields has %v", who, ours, schema)
+	}
 }
