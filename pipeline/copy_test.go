@@ -3,6 +3,9 @@ package pipeline_test
 import (
 	"context"
 	"database/sql"
+	"encoding/binary"
+	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -159,5 +162,50 @@ func TestCopyRowsErrors(t *testing.T) {
 	var one int
 	if err := conn.GetContext(ctx, &one, `SELECT 1`); err != nil || one != 1 {
 		t.Fatalf("the connection after the failed COPY: %v", err)
+	}
+}
+
+// TestCopyOutReadsTheQuery: CopyOut returns every row of its query, on a
+// connection of its own, with NULL apart from empty text and the binary
+// encodings of integers and booleans; a literal quoted with QuoteLiteral
+// selects exactly its value, quotes and backslashes included.
+func TestCopyOutReadsTheQuery(t *testing.T) {
+	db, _ := pgtest.New(t)
+	ctx := context.Background()
+	db.MustExec(`CREATE TABLE t (id bigint, name text, note text, ok boolean)`)
+	db.MustExec(`INSERT INTO t VALUES (1, 'o''brien', NULL, true), (2, 'o''brien', '', false), (3, 'x\', 'n', true), (-4, 'o''brien', 'Zoë', true)`)
+	type row struct {
+		id   int64
+		note string
+		null bool
+		ok   bool
+	}
+	var got []row
+	n, err := pipeline.CopyOut(ctx, db, `SELECT id, note, ok FROM t WHERE name = `+pipeline.QuoteLiteral("o'brien")+` ORDER BY id`, func(f [][]byte) error {
+		if len(f) != 3 || len(f[0]) != 8 || len(f[2]) != 1 {
+			t.Fatalf("fields %q", f)
+		}
+		got = append(got, row{int64(binary.BigEndian.Uint64(f[0])), string(f[1]), f[1] == nil, f[2][0] == 1})
+		return nil
+	})
+	want := []row{{-4, "Zoë", false, true}, {1, "", true, true}, {2, "", false, false}}
+	if err != nil || n != 3 || !reflect.DeepEqual(got, want) {
+		t.Fatalf("CopyOut: %d rows, err %v\n got %+v\nwant %+v", n, err, got, want)
+	}
+	if n, err := pipeline.CopyOut(ctx, db, `SELECT id FROM t WHERE name = `+pipeline.QuoteLiteral(`x\`), func([][]byte) error { return nil }); err != nil || n != 1 {
+		t.Errorf("a literal ending in a backslash: %d rows, %v", n, err)
+	}
+	if _, err := pipeline.CopyOut(ctx, db, `SELECT nosuchcolumn FROM t`, func([][]byte) error { return nil }); err == nil || !strings.Contains(err.Error(), "nosuchcolumn") {
+		t.Errorf("a bad query: %v, want the server's error", err)
+	}
+	// A database opened any other way has no URL to connect with.
+	_, u := pgtest.New(t)
+	other, err := sqlx.Open("postgres", u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if _, err := pipeline.CopyOut(ctx, other, `SELECT 1`, func([][]byte) error { return nil }); !errors.Is(err, pipeline.ErrNoCopyURL) {
+		t.Errorf("sqlx.Open'd database: %v, want ErrNoCopyURL", err)
 	}
 }

@@ -232,7 +232,7 @@ func (a *app) open(ctx context.Context) (*sqlx.DB, error) {
 	if a.dbURL == "" {
 		return nil, usagef("no database: set DATABASE_URL or --db (make db starts a local one)")
 	}
-	db, err := sqlx.Open("postgres", withDeadClientCheck(a.dbURL))
+	db, err := pipeline.OpenDB(withDeadClientCheck(a.dbURL))
 	if err != nil {
 		return nil, usagef("database URL: %v", err)
 	}

@@ -46,7 +46,7 @@ func newLedger(t *testing.T) *ledger {
 			t.Fatal(err)
 		}
 	}
-	other, err := sqlx.Open("postgres", url)
+	other, err := pipeline.OpenDB(url)
 	if err != nil {
 		t.Fatal(err)
 	}

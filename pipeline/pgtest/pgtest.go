@@ -15,6 +15,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	_ "github.com/lib/pq" // the driver sqlx opens by name
+	"github.com/roster-hr/roster/pipeline"
 	"github.com/roster-hr/roster/schemas"
 )
 
@@ -64,7 +65,7 @@ func Empty(t testing.TB) (*sqlx.DB, string) {
 		t.Fatal(err)
 	}
 	u.Path = "/" + name
-	db, err := sqlx.Open("postgres", u.String())
+	db, err := pipeline.OpenDB(u.String())
 	if err != nil {
 		t.Fatal(err)
 	}

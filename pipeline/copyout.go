@@ -1,0 +1,226 @@
+package pipeline
+
+import (
+	"context"
+	"crypto/tls"
+	"database/sql"
+	"database/sql/driver"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+)
+
+// OpenDB opens the PostgreSQL database at url with lib/pq, the driver of
+// every query roster makes, and remembers url so that CopyOut can open a
+// connection of its own to the same database: lib/pq cannot read a COPY …
+// TO STDOUT. It does not connect: the first query does.
+func OpenDB(url string) (*sqlx.DB, error) {
+	c, err := pq.NewConnector(url)
+	if err != nil {
+		return nil, err
+	}
+	return sqlx.NewDb(sql.OpenDB(urlConnector{c, url}), "postgres"), nil
+}
+
+// urlConnector and urlDriver carry the database URL beside lib/pq's
+// connector, where CopyOut finds it through sql.DB.Driver.
+type urlConnector struct {
+	driver.Connector
+	url string
+}
+
+func (c urlConnector) Driver() driver.Driver { return urlDriver{c.Connector.Driver(), c.url} }
+
+type urlDriver struct {
+	driver.Driver
+	url string
+}
+
+// ErrNoCopyURL: CopyOut was given a database not opened with OpenDB.
+var ErrNoCopyURL = errors.New("the database was not opened with pipeline.OpenDB, so its URL is unknown")
+
+// CopyOut runs query, a SELECT, as COPY (query) TO STDOUT in the binary
+// format on a connection of its own to db's database, and calls row for
+// every row it returns with each column's bytes in PostgreSQL's binary
+// format (nil for NULL). The slices are only valid during the call: row
+// must copy what it keeps. It returns the number of rows.
+//
+// Why: a million-row result read through database/sql costs a decode, a
+// conversion and an allocation per column and row, about 1.3 s of CPU on
+// the 1M-user snapshot; the binary COPY stream is parsed in place in a
+// fraction of that, with the server's share unchanged. query cannot take
+// parameters (COPY has none): quote literals with QuoteLiteral.
+func CopyOut(ctx context.Context, db *sqlx.DB, query string, row func(fields [][]byte) error) (int, error) {
+	d, ok := db.Driver().(urlDriver)
+	if !ok {
+		return 0, ErrNoCopyURL
+	}
+	cfg, err := copyConfig(d.url)
+	if err != nil {
+		return 0, fmt.Errorf("copy out: %w", err)
+	}
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return 0, fmt.Errorf("copy out: connect: %w", err)
+	}
+	defer conn.Close(context.Background())
+	if conn.ParameterStatus("standard_conforming_strings") != "on" {
+		// QuoteLiteral's quoting is only right with it on (the default
+		// since PostgreSQL 9.1).
+		return 0, fmt.Errorf("copy out: standard_conforming_strings is off on the server")
+	}
+	r := &copyRows{row: row}
+	if _, err := conn.CopyTo(ctx, r, "COPY ("+query+") TO STDOUT (FORMAT binary)"); err != nil {
+		if r.err != nil {
+			return r.n, r.err
+		}
+		return r.n, fmt.Errorf("copy out: %w", err)
+	}
+	if len(r.carry) > 0 || !r.done {
+		return r.n, fmt.Errorf("copy out: the stream ended in the middle of a row")
+	}
+	return r.n, nil
+}
+
+// copyConfig reads url as pgx does, but never lets it fall back to a
+// connection without TLS that lib/pq would refuse: lib/pq's default when
+// the URL names no sslmode is to require TLS, pgx's to prefer it.
+func copyConfig(url string) (*pgconn.Config, error) {
+	cfg, err := pgconn.ParseConfig(url)
+	if err != nil {
+		return nil, err
+	}
+	pqc, err := pq.NewConfig(url)
+	if err != nil {
+		return nil, err
+	}
+	switch pqc.SSLMode {
+	case pq.SSLModeDisable, pq.SSLModeAllow, pq.SSLModePrefer:
+		return cfg, nil
+	}
+	if cfg.TLSConfig == nil {
+		cfg.TLSConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // sslmode=require: encrypted, not verified, as lib/pq does
+	}
+	fb := cfg.Fallbacks[:0]
+	for _, f := range cfg.Fallbacks {
+		if f.TLSConfig != nil {
+			fb = append(fb, f)
+		}
+	}
+	cfg.Fallbacks = fb
+	return cfg, nil
+}
+
+// QuoteLiteral quotes s as an SQL string literal for a server with
+// standard_conforming_strings on (CopyOut checks it).
+func QuoteLiteral(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
+}
+
+// copyRows parses the binary COPY stream as it arrives. The server sends a
+// CopyData message per row, but nothing here relies on that: a row split
+// across writes is carried over to the next.
+type copyRows struct {
+	row    func([][]byte) error
+	fields [][]byte
+	carry  []byte
+	header bool
+	done   bool
+	n      int
+	err    error
+}
+
+var copySignature = []byte("PGCOPY\n\xff\r\n\x00")
+
+func (c *copyRows) Write(p []byte) (int, error) {
+	data := p
+	if len(c.carry) > 0 {
+		c.carry = append(c.carry, p...)
+		data = c.carry
+	}
+	used, err := c.parse(data)
+	if err != nil {
+		c.err = err
+		return 0, err
+	}
+	rest := data[used:]
+	if len(c.carry) > 0 {
+		c.carry = append(c.carry[:0], rest...)
+	} else if len(rest) > 0 {
+		c.carry = append([]byte(nil), rest...)
+	}
+	return len(p), nil
+}
+
+// parse consumes the complete rows at the start of data and returns how
+// many bytes they took.
+func (c *copyRows) parse(data []byte) (int, error) {
+	off := 0
+	if !c.header {
+		if len(data) < len(copySignature)+8 {
+			return 0, nil
+		}
+		if string(data[:len(copySignature)]) != string(copySignature) {
+			return 0, fmt.Errorf("copy out: not a binary COPY stream")
+		}
+		ext := binary.BigEndian.Uint32(data[len(copySignature)+4:])
+		off = len(copySignature) + 8 + int(ext)
+		if off > len(data) {
+			return 0, nil
+		}
+		c.header = true
+	}
+	for off+2 <= len(data) {
+		if c.done {
+			return 0, fmt.Errorf("copy out: data after the end of the stream")
+		}
+		nf := int(int16(binary.BigEndian.Uint16(data[off:])))
+		if nf == -1 {
+			c.done = true
+			off += 2
+			continue
+		}
+		if nf < 0 {
+			return 0, fmt.Errorf("copy out: row %d has %d fields", c.n+1, nf)
+		}
+		p, fields := off+2, c.fields[:0]
+		complete := true
+		for i := 0; i < nf; i++ {
+			if p+4 > len(data) {
+				complete = false
+				break
+			}
+			l := int(int32(binary.BigEndian.Uint32(data[p:])))
+			p += 4
+			switch {
+			case l == -1:
+				fields = append(fields, nil)
+				continue
+			case l < 0:
+				return 0, fmt.Errorf("copy out: row %d field %d has length %d", c.n+1, i+1, l)
+			case p+l > len(data):
+				complete = false
+			}
+			if !complete {
+				break
+			}
+			fields = append(fields, data[p:p+l:p+l])
+			p += l
+		}
+		c.fields = fields
+		if !complete {
+			break
+		}
+		if err := c.row(fields); err != nil {
+			return 0, err
+		}
+		c.n++
+		off = p
+	}
+	return off, nil
+}
