@@ -48,7 +48,10 @@ type inRow struct {
 	action string
 	fin    state
 	mgrSet bool // the manager field applies
-	mgrRow int  // index into rows of a new user, or -1
+	// same: fin equals the snapshot's state when decided (its manager
+	// still the snapshot's), so classify need only look at the manager.
+	same   bool
+	mgrRow int // index into rows of a new user, or -1
 }
 
 func (r *inRow) sets(f int) bool { return r.has&(1<<f) != 0 }

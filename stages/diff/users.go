@@ -220,6 +220,7 @@ func (d *userDiff) decide(r *inRow) {
 		r.action = schemas.ActUpdate // stays inactive
 	}
 	r.fin = fin
+	r.same = r.target >= 0 && sameState(old, fin)
 }
 
 // requiredField is a required template column and its row field.
@@ -429,12 +430,15 @@ func (d *userDiff) resolveDepartments() {
 }
 
 // classify turns a decided row into its counted action, or unchanged.
+// Only the manager can have changed since decide compared the rest (it is
+// resolved after): reading the user's whole state from the snapshot again
+// here, sixteen columns in sixteen places for each of a million rows, was
+// 0.3 s of an unchanged file.
 func (d *userDiff) classify(r *inRow) {
 	if r.target < 0 {
 		return
 	}
-	old := d.snap.state(r.target)
-	if r.action == schemas.ActUpdate && sameState(old, r.fin) {
+	if r.action == schemas.ActUpdate && r.same && r.fin.mgrRow < 0 && r.fin.mgr == d.snap.manager[r.target] {
 		r.action = ""
 	}
 }
