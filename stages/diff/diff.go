@@ -107,10 +107,10 @@ func (d *userDiff) plan(mem memory.Allocator) arrow.Record {
 	// load's plan copied its buffers a dozen times over.
 	n, text := len(d.omitted), [17]int{}
 	for i := range d.rows {
-		if r := &d.rows[i]; !r.rejected && r.action != "" {
+		if r := &d.rows[i]; !r.rejected && r.action != actNone {
 			n++
 			s := &r.fin
-			text[1] += len(r.action)
+			text[1] += len(r.action.String())
 			text[3] += len(s.eid)
 			text[4] += len(s.email)
 			text[5] += len(s.first)
@@ -152,7 +152,7 @@ func (d *userDiff) plan(mem memory.Allocator) arrow.Record {
 	}
 	for i := range d.rows {
 		r := &d.rows[i]
-		if r.rejected || r.action == "" {
+		if r.rejected || r.action == actNone {
 			continue
 		}
 		var userID int64
@@ -164,10 +164,10 @@ func (d *userDiff) plan(mem memory.Allocator) arrow.Record {
 			mgrRow = d.rows[r.fin.mgrRow].src
 		}
 		eff := d.today
-		if r.action == schemas.ActDeactivate && r.fin.hasDeact && r.fin.deact < eff {
+		if r.action == actDeactivate && r.fin.hasDeact && r.fin.deact < eff {
 			eff = r.fin.deact
 		}
-		emit(r.src, r.action, userID, r.fin, mgrRow, eff)
+		emit(r.src, r.action.String(), userID, r.fin, mgrRow, eff)
 	}
 	for _, j := range d.omitted {
 		s := d.snap.state(j)

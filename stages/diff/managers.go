@@ -120,7 +120,7 @@ func (d *userDiff) resolveManagers() {
 			case inFile && d.rows[j].target >= 0:
 				r.fin.mgr, r.fin.mgrRow = d.snap.id[d.rows[j].target], -1
 			case inFile:
-				r.fin.mgr, r.fin.mgrRow = 0, j
+				r.fin.mgr, r.fin.mgrRow = 0, int32(j)
 			default:
 				s, ok := -1, false
 				if col == schemas.ColManagerID {
@@ -146,7 +146,7 @@ func (d *userDiff) resolveManagers() {
 			anyChange.Store(true)
 		}
 	})
-	slices.SortFunc(found, func(a, b pending) int { return a.r.pos - b.r.pos })
+	slices.SortFunc(found, func(a, b pending) int { return int(a.r.pos - b.r.pos) })
 	for _, p := range found {
 		d.issue(p.r, p.col, p.code, p.msg, p.value, pipeline.SeverityError)
 	}
@@ -184,7 +184,7 @@ func (d *userDiff) breakCycles() {
 	}
 	next := func(node int) int {
 		var mgr int64
-		mgrRow := -1
+		mgrRow := int32(-1)
 		if node >= n {
 			r := &d.rows[node-n]
 			mgr, mgrRow = r.fin.mgr, r.fin.mgrRow
@@ -195,9 +195,9 @@ func (d *userDiff) breakCycles() {
 		}
 		if mgrRow >= 0 {
 			if d.rows[mgrRow].target >= 0 {
-				return d.rows[mgrRow].target
+				return int(d.rows[mgrRow].target)
 			}
-			return n + mgrRow
+			return n + int(mgrRow)
 		}
 		if mgr == 0 {
 			return -1
@@ -206,7 +206,7 @@ func (d *userDiff) breakCycles() {
 	}
 	nodeOfRow := func(i int) int {
 		if d.rows[i].target >= 0 {
-			return d.rows[i].target
+			return int(d.rows[i].target)
 		}
 		return n + i
 	}

@@ -9,8 +9,6 @@ import (
 	"strings"
 	"sync/atomic"
 
-	"github.com/apache/arrow/go/v17/arrow/array"
-
 	"github.com/roster-hr/roster/pipeline"
 	"github.com/roster-hr/roster/schemas"
 )
@@ -22,7 +20,7 @@ type userDiff struct {
 	snap  *users
 	depts *departments
 	rows  []inRow
-	cols  [][numFields]*array.String // per batch, the text column of each field
+	cols  []batchRows // per batch, the text column of each field and the custom cells
 	today int32
 	// claimed[snapshot index] is the row that targets that user, or -1.
 	// A slice, not a map: it is read for every user of the snapshot.
@@ -43,7 +41,7 @@ func (d *userDiff) issue(r *inRow, col, code, msg, value string, sev pipeline.Se
 func (d *userDiff) reject(r *inRow, col, code, msg, value string) {
 	d.issue(r, col, code, msg, value, pipeline.SeverityError)
 	r.rejected = true
-	d.f.Rejected.Add(r.pos)
+	d.f.Rejected.Add(int(r.pos))
 }
 
 func (d *userDiff) run_() error {
@@ -120,7 +118,7 @@ func (d *userDiff) identify() {
 			continue
 		}
 		d.claimed[t] = int32(i)
-		r.target = t
+		r.target = int32(t)
 	}
 }
 
@@ -152,7 +150,7 @@ func (d *userDiff) lookup(r *inRow) int {
 func (d *userDiff) decide(r *inRow) {
 	var old state
 	if r.target >= 0 {
-		old = d.snap.state(r.target)
+		old = d.snap.state(int(r.target))
 	} else {
 		// A new user needs every required field. A JSON object may leave
 		// a key out (an absent column: the field is left as it is), which
@@ -198,26 +196,26 @@ func (d *userDiff) decide(r *inRow) {
 	if r.sets(fDeact) {
 		fin.deact, fin.hasDeact = r.deact, r.deactOK
 	}
-	if len(r.custom) > 0 {
-		fin.custom = mergeCustom(old.custom, r.custom)
+	if r.custN > 0 {
+		fin.custom = mergeCustom(old.custom, d.custom(r))
 	}
 	past := fin.hasDeact && fin.deact <= d.today
 	switch {
 	case r.target < 0:
-		r.action = schemas.ActCreate
+		r.action = actCreate
 		fin.active = !past
 	case old.active && past:
-		r.action = schemas.ActDeactivate
+		r.action = actDeactivate
 		fin.active = false
 	case old.active && fin.hasDeact && (!old.hasDeact || old.deact != fin.deact):
-		r.action = schemas.ActSchedule
+		r.action = actSchedule
 	case old.active:
-		r.action = schemas.ActUpdate
+		r.action = actUpdate
 	case !past:
-		r.action = schemas.ActReactivate
+		r.action = actReactivate
 		fin.active = true
 	default:
-		r.action = schemas.ActUpdate // stays inactive
+		r.action = actUpdate // stays inactive
 	}
 	r.fin = fin
 	r.same = r.target >= 0 && sameState(old, fin)
@@ -291,7 +289,7 @@ func (d *userDiff) checkEmails() {
 			if r.rejected || !r.fin.active {
 				continue
 			}
-			if j, ok := holder(r.fin.email); ok && j != r.target {
+			if j, ok := holder(r.fin.email); ok && j != int(r.target) {
 				clash.Store(true)
 			}
 		}
@@ -303,7 +301,7 @@ func (d *userDiff) checkEmails() {
 			if r.rejected || !r.fin.active {
 				continue
 			}
-			if j, ok := holder(r.fin.email); ok && j != r.target {
+			if j, ok := holder(r.fin.email); ok && j != int(r.target) {
 				d.reject(r, schemas.ColEmail, schemas.CodeEmailInUse,
 					fmt.Sprintf("%s already belongs to another active user (%s) who keeps it; change one of the two e-mails, or deactivate the other user first", r.fin.email, d.describe(j)),
 					r.fin.email)
@@ -438,8 +436,8 @@ func (d *userDiff) classify(r *inRow) {
 	if r.target < 0 {
 		return
 	}
-	if r.action == schemas.ActUpdate && r.same && r.fin.mgrRow < 0 && r.fin.mgr == d.snap.manager[r.target] {
-		r.action = ""
+	if r.action == actUpdate && r.same && r.fin.mgrRow < 0 && r.fin.mgr == d.snap.manager[r.target] {
+		r.action = actNone
 	}
 }
 
@@ -459,7 +457,7 @@ func (d *userDiff) counts() pipeline.Counts {
 		if r.rejected {
 			continue
 		}
-		c.Count(r.action)
+		c.Count(r.action.String())
 	}
 	c.Deactivated += len(d.omitted)
 	return c
