@@ -38,6 +38,21 @@ type benchResult struct {
 	Note     string    `json:"note,omitempty"`
 }
 
+// pairedNote describes the ratios of the repetitions taken side by side
+// (roster's i-th run over the baseline's i-th).
+func pairedNote(xs, base []float64) string {
+	var r []float64
+	for i := range min(len(xs), len(base)) {
+		if base[i] > 0 {
+			r = append(r, xs[i]/base[i])
+		}
+	}
+	if len(r) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("repetitions side by side: %.2f–%.2f×, median %.2f×", slices.Min(r), slices.Max(r), median(r))
+}
+
 func median(xs []float64) float64 {
 	s := slices.Clone(xs)
 	slices.Sort(s)
@@ -200,44 +215,59 @@ func TestBench(t *testing.T) {
 		first, again := benchResult{Name: "baseline SQL first load", Rows: n}, benchResult{Name: "baseline SQL same file again", Rows: n}
 		rFirst, rSame := benchResult{Name: "roster run first load", Rows: n}, benchResult{Name: "roster run same rows reordered", Rows: n}
 		rss := benchResult{Name: "roster peak RSS (GiB)", Rows: n}
+		// The machine's speed drifts by tens of percent within minutes, so
+		// the two sides alternate which goes first in each repetition, and
+		// each repetition's roster/baseline ratio is kept beside the ratio
+		// of the medians (the target's measure): their spread shows how
+		// much one run's ratio can be trusted.
 		for i := 0; i < reps; i++ {
-			_, url := pgtest.New(t)
-			script := filepath.Join(t.TempDir(), "baseline.sql")
-			os.WriteFile(script, []byte(fmt.Sprintf(baselineSQL, abs)), 0o644) //nolint:errcheck
-			quiesce(t, url)
-			d, _ := timed(t, exec.Command("psql", url, "-q", "-v", "ON_ERROR_STOP=1", "-f", script))
-			first.Seconds = append(first.Seconds, d.Seconds())
-			quiesce(t, url)
-			d, _ = timed(t, exec.Command("psql", url, "-q", "-v", "ON_ERROR_STOP=1", "-f", script))
-			again.Seconds = append(again.Seconds, d.Seconds())
-
-			rdb, url := pgtest.New(t)
-			data := t.TempDir()
-			rosterCmd := func(args ...string) *exec.Cmd {
-				return exec.Command(bin, append([]string{"--db", url, "--data-dir", data}, args...)...)
+			baseline := func() {
+				_, url := pgtest.New(t)
+				script := filepath.Join(t.TempDir(), "baseline.sql")
+				os.WriteFile(script, []byte(fmt.Sprintf(baselineSQL, abs)), 0o644) //nolint:errcheck
+				quiesce(t, url)
+				d, _ := timed(t, exec.Command("psql", url, "-q", "-v", "ON_ERROR_STOP=1", "-f", script))
+				first.Seconds = append(first.Seconds, d.Seconds())
+				quiesce(t, url)
+				d, _ = timed(t, exec.Command("psql", url, "-q", "-v", "ON_ERROR_STOP=1", "-f", script))
+				again.Seconds = append(again.Seconds, d.Seconds())
 			}
-			timed(t, rosterCmd("tenant", "add", "bench"))
-			quiesce(t, url)
-			d, peak := timedRun(t, rosterCmd("run", "--json", "--tenant", "bench", "--file", path), func(c, _ int) bool { return c == n })
-			rFirst.Seconds = append(rFirst.Seconds, d.Seconds())
-			rss.Seconds = append(rss.Seconds, float64(peak)/(1<<30))
-			quiesce(t, url)
-			d, peak = timedRun(t, rosterCmd("run", "--json", "--tenant", "bench", "--file", shuffled), func(_, u int) bool { return u == n })
-			rSame.Seconds = append(rSame.Seconds, d.Seconds())
-			rss.Seconds = append(rss.Seconds, float64(peak)/(1<<30))
-			// Where the time went, from the ledger: run 1 is the first
-			// load, run 2 the reordered file.
-			var st []struct {
-				Run   int64   `db:"run_id"`
-				Stage string  `db:"stage"`
-				MS    float64 `db:"duration_ms"`
+			roster := func() {
+				rdb, url := pgtest.New(t)
+				data := t.TempDir()
+				rosterCmd := func(args ...string) *exec.Cmd {
+					return exec.Command(bin, append([]string{"--db", url, "--data-dir", data}, args...)...)
+				}
+				timed(t, rosterCmd("tenant", "add", "bench"))
+				quiesce(t, url)
+				d, peak := timedRun(t, rosterCmd("run", "--json", "--tenant", "bench", "--file", path), func(c, _ int) bool { return c == n })
+				rFirst.Seconds = append(rFirst.Seconds, d.Seconds())
+				rss.Seconds = append(rss.Seconds, float64(peak)/(1<<30))
+				quiesce(t, url)
+				d, peak = timedRun(t, rosterCmd("run", "--json", "--tenant", "bench", "--file", shuffled), func(_, u int) bool { return u == n })
+				rSame.Seconds = append(rSame.Seconds, d.Seconds())
+				rss.Seconds = append(rss.Seconds, float64(peak)/(1<<30))
+				// Where the time went, from the ledger: run 1 is the first
+				// load, run 2 the reordered file.
+				var st []struct {
+					Run   int64   `db:"run_id"`
+					Stage string  `db:"stage"`
+					MS    float64 `db:"duration_ms"`
+				}
+				if err := rdb.Select(&st, `SELECT run_id, stage, duration_ms FROM run_stages WHERE run_id IN (1, 2) ORDER BY id`); err != nil {
+					t.Fatal(err)
+				}
+				for _, x := range st {
+					b := breakdown.of(n, map[int64]string{1: "first load", 2: "reordered"}[x.Run])
+					b[x.Stage] = append(b[x.Stage], x.MS)
+				}
 			}
-			if err := rdb.Select(&st, `SELECT run_id, stage, duration_ms FROM run_stages WHERE run_id IN (1, 2) ORDER BY id`); err != nil {
-				t.Fatal(err)
-			}
-			for _, x := range st {
-				b := breakdown.of(n, map[int64]string{1: "first load", 2: "reordered"}[x.Run])
-				b[x.Stage] = append(b[x.Stage], x.MS)
+			if i%2 == 0 {
+				baseline()
+				roster()
+			} else {
+				roster()
+				baseline()
 			}
 		}
 		add(first)
@@ -251,6 +281,10 @@ func TestBench(t *testing.T) {
 		results[len(results)-1].Note = "highest of all runs"
 		target(&results[len(results)-3], results[len(results)-5].Median, 1.0, "≤ 1.0× baseline first load")
 		target(&results[len(results)-2], results[len(results)-4].Median, 0.5, "≤ 0.5× baseline re-run")
+		for _, k := range []int{3, 2} {
+			r, b := &results[len(results)-k], results[len(results)-k-2]
+			r.Note = pairedNote(r.Seconds, b.Seconds)
+		}
 		if n >= 1_000_000 {
 			r := &results[len(results)-1]
 			met := r.Median <= 1.5
@@ -276,6 +310,11 @@ func TestBench(t *testing.T) {
 		fmt.Fprintf(w, "%s\t%d\t%.3f\t%s\t%s\t%s\n", r.Name, r.Rows, r.Median, ratio, r.Target, met)
 	}
 	w.Flush()
+	for _, r := range results {
+		if r.Note != "" {
+			fmt.Printf("  %s (%d rows): %s\n", r.Name, r.Rows, r.Note)
+		}
+	}
 	stagesJSON := breakdown.print(os.Stdout)
 	host, _ := os.Hostname()
 	b, _ := json.MarshalIndent(map[string]any{"host": host, "cpus": cpus(), "when": time.Now().UTC(), "results": results, "stages_ms": stagesJSON}, "", "  ")
