@@ -30,10 +30,10 @@ func (d *userDiff) resolveManagers() {
 			continue
 		}
 		t := r.target
-		if t < 0 || !d.snap.active[t] || d.snap.email[t] != r.fin.email {
+		if t < 0 || !d.snap.st[t].active || d.snap.st[t].email != r.fin.email {
 			mailRows = append(mailRows, int32(i))
 		}
-		if r.fin.hasEID && (t < 0 || !d.snap.hasEID[t] || d.snap.eid[t] != r.fin.eid) {
+		if r.fin.hasEID && (t < 0 || !d.snap.st[t].hasEID || d.snap.st[t].eid != r.fin.eid) {
 			idRows = append(idRows, int32(i))
 		}
 	}
@@ -125,7 +125,7 @@ func (d *userDiff) resolveManagers() {
 				s, ok := -1, false
 				if col == schemas.ColManagerID {
 					s, ok = d.snap.byEID[ref]
-					ok = ok && d.snap.active[s]
+					ok = ok && d.snap.st[s].active
 				} else {
 					s, ok = d.snap.byEmail[ref]
 				}
@@ -167,7 +167,7 @@ func (d *userDiff) edgeChanged(r *inRow) bool {
 	if r.target < 0 {
 		return r.fin.mgr != 0
 	}
-	return r.fin.mgr != d.snap.manager[r.target]
+	return r.fin.mgr != d.snap.st[r.target].mgr
 }
 
 // breakCycles finds manager loops (A manages B manages … A) in the state
@@ -191,7 +191,7 @@ func (d *userDiff) breakCycles() {
 		} else if i := rowOfSnap(node); i >= 0 {
 			mgr, mgrRow = d.rows[i].fin.mgr, d.rows[i].fin.mgrRow
 		} else {
-			mgr = d.snap.manager[node]
+			mgr = d.snap.st[node].mgr
 		}
 		if mgrRow >= 0 {
 			if d.rows[mgrRow].target >= 0 {
@@ -283,7 +283,7 @@ func (d *userDiff) revertLoop(loop []int, n int, rowOfSnap func(int) int) bool {
 		d.issue(r, col, schemas.CodeManagerCycle,
 			fmt.Sprintf("these managers form a loop (%s); every row on it keeps its previous manager", names), d.val(r, fMgrEmail)+d.val(r, fMgrID), pipeline.SeverityError)
 		if r.target >= 0 {
-			r.fin.mgr, r.fin.mgrRow = d.snap.manager[r.target], -1
+			r.fin.mgr, r.fin.mgrRow = d.snap.st[r.target].mgr, -1
 		} else {
 			r.fin.mgr, r.fin.mgrRow = 0, -1
 		}

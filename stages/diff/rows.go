@@ -101,12 +101,7 @@ type state struct {
 	active   bool
 }
 
-func (u *users) state(i int) state {
-	return state{eid: u.eid[i], hasEID: u.hasEID[i], email: u.email[i], first: u.first[i], last: u.last[i],
-		mgr: u.manager[i], mgrRow: -1, deptKey: u.deptKey[i], title: u.title[i], loc: u.loc[i],
-		start: u.start[i], hasStart: u.hasStart[i], deact: u.deact[i], hasDeact: u.hasDeact[i],
-		custom: u.custom[i], active: u.active[i]}
-}
+func (u *users) state(i int) state { return u.st[i] }
 
 // val is the text of field fi on row r: empty when the row does not set
 // it (column absent or the field skipped) and for the date fields, which

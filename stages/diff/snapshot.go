@@ -13,19 +13,16 @@ import (
 	"github.com/roster-hr/roster/pipeline"
 )
 
-// users is a tenant's current user snapshot, one slice per column.
+// users is a tenant's current user snapshot: the ids, ascending, and each
+// user's state beside them. One struct per user, not a slice per field:
+// decide reads a user's whole state, for rows in any order, and sixteen
+// slices meant sixteen cache misses where one struct is three lines (a
+// million random reads: 80-215 ms → 41 ms, measured alone).
 type users struct {
-	id                 []int64
-	eid                []string
-	hasEID             []bool
-	email, first, last []string
-	manager            []int64 // 0: none
-	deptKey            []string
-	title, loc         []string
-	start, deact       []int32 // days since epoch
-	hasStart, hasDeact []bool
-	custom             []string // JSON object
-	active             []bool
+	id []int64
+	st []state // mgrRow -1; start and deact in days since 1970; custom a JSON object
+	// active counts the active users (the guards ask more than once).
+	active int
 
 	byEID        map[string]int
 	byEmail      map[string]int // active users
@@ -46,18 +43,14 @@ func (u *users) index(id int64) int {
 
 // loadUsers reads the tenant's users.
 func loadUsers(ctx context.Context, db *sqlx.DB, tenant string) (*users, error) {
-	// The count (an index-only scan) sizes the columns: growing thirteen
-	// slices to a million entries cost ~0.7 s of copying on the 1M-row
-	// benchmark, more than asking.
+	// The count (an index-only scan) sizes the slices: growing them to a
+	// million entries cost ~0.7 s of copying on the 1M-row benchmark, more
+	// than asking.
 	var n int
 	if err := db.GetContext(ctx, &n, `SELECT count(*) FROM users WHERE tenant_id = $1`, tenant); err != nil {
 		return nil, fmt.Errorf("diff: count users: %w", err)
 	}
-	u := &users{id: make([]int64, 0, n), eid: make([]string, 0, n), hasEID: make([]bool, 0, n),
-		email: make([]string, 0, n), first: make([]string, 0, n), last: make([]string, 0, n),
-		manager: make([]int64, 0, n), deptKey: make([]string, 0, n), title: make([]string, 0, n), loc: make([]string, 0, n),
-		start: make([]int32, 0, n), deact: make([]int32, 0, n), hasStart: make([]bool, 0, n), hasDeact: make([]bool, 0, n),
-		custom: make([]string, 0, n), active: make([]bool, 0, n)}
+	u := &users{id: make([]int64, 0, n), st: make([]state, 0, n)}
 	// The text is kept in a chunked arena: a million users would otherwise
 	// be ten million small allocations.
 	var ar arena
@@ -78,16 +71,16 @@ func loadUsers(ctx context.Context, db *sqlx.DB, tenant string) (*users, error) 
 	u.byEID, u.byEmail, u.byEmailInact = make(map[string]int, u.len()), make(map[string]int, u.len()), map[string]int{}
 	pipeline.Each(func() {
 		for i := range u.id {
-			if u.hasEID[i] {
-				u.byEID[u.eid[i]] = i
+			if u.st[i].hasEID {
+				u.byEID[u.st[i].eid] = i
 			}
 		}
 	}, func() {
 		for i := range u.id {
-			if u.active[i] {
-				u.byEmail[u.email[i]] = i
+			if u.st[i].active {
+				u.byEmail[u.st[i].email] = i
 			} else {
-				u.byEmailInact[u.email[i]] = i // ordered by id: the latest wins
+				u.byEmailInact[u.st[i].email] = i // ordered by id: the latest wins
 			}
 		}
 	})
@@ -144,22 +137,16 @@ func (u *users) add(f [][]byte, ar *arena) error {
 		return fmt.Errorf("custom: not jsonb version 1")
 	}
 	cust = cust[1:]
+	custom := "{}"
+	if len(cust) != 2 || cust[0] != '{' || cust[1] != '}' {
+		custom = canonicalJSON(string(cust))
+	}
 	u.id = append(u.id, id)
-	u.manager = append(u.manager, mgr)
-	u.start, u.hasStart = append(u.start, sd), append(u.hasStart, hasSD)
-	u.deact, u.hasDeact = append(u.deact, dd), append(u.hasDeact, hasDD)
-	u.active = append(u.active, f[4][0] != 0)
-	u.eid, u.hasEID = append(u.eid, ar.str(f[5])), append(u.hasEID, f[5] != nil)
-	u.email = append(u.email, ar.str(f[6]))
-	u.first = append(u.first, ar.str(f[7]))
-	u.last = append(u.last, ar.str(f[8]))
-	u.deptKey = append(u.deptKey, ar.str(f[9]))
-	u.title = append(u.title, ar.str(f[10]))
-	u.loc = append(u.loc, ar.str(f[11]))
-	if len(cust) == 2 && cust[0] == '{' && cust[1] == '}' {
-		u.custom = append(u.custom, "{}")
-	} else {
-		u.custom = append(u.custom, canonicalJSON(string(cust)))
+	u.st = append(u.st, state{eid: ar.str(f[5]), hasEID: f[5] != nil, email: ar.str(f[6]), first: ar.str(f[7]), last: ar.str(f[8]),
+		mgr: mgr, mgrRow: -1, deptKey: ar.str(f[9]), title: ar.str(f[10]), loc: ar.str(f[11]),
+		start: sd, hasStart: hasSD, deact: dd, hasDeact: hasDD, custom: custom, active: f[4][0] != 0})
+	if f[4][0] != 0 {
+		u.active++
 	}
 	return nil
 }

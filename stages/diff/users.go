@@ -106,7 +106,7 @@ func (d *userDiff) identify() {
 		}
 		if other := d.claimed[t]; other >= 0 {
 			o := &d.rows[other]
-			msg := fmt.Sprintf("rows %d and %d both refer to the user %s; roster cannot know which one is right, so neither was applied", o.src, r.src, d.snap.email[t])
+			msg := fmt.Sprintf("rows %d and %d both refer to the user %s; roster cannot know which one is right, so neither was applied", o.src, r.src, d.snap.st[t].email)
 			// Each row is reported once: rows that validate already
 			// rejected (typically as duplicate_employee_id or
 			// duplicate_email, which is how two rows usually reach the same
@@ -131,10 +131,10 @@ func (d *userDiff) lookup(r *inRow) int {
 		if j, ok := d.snap.byEID[eid]; ok {
 			return j
 		}
-		if j, ok := d.snap.byEmail[email]; ok && !d.snap.hasEID[j] {
+		if j, ok := d.snap.byEmail[email]; ok && !d.snap.st[j].hasEID {
 			return j
 		}
-		if j, ok := d.snap.byEmailInact[email]; ok && !d.snap.hasEID[j] {
+		if j, ok := d.snap.byEmailInact[email]; ok && !d.snap.st[j].hasEID {
 			return j
 		}
 	} else if email != "" {
@@ -334,9 +334,9 @@ func (d *userDiff) checkEmails() {
 }
 
 func (d *userDiff) describe(j int) string {
-	name := strings.TrimSpace(d.snap.first[j] + " " + d.snap.last[j])
-	if d.snap.hasEID[j] {
-		return fmt.Sprintf("%s, employee_id %s", name, d.snap.eid[j])
+	name := strings.TrimSpace(d.snap.st[j].first + " " + d.snap.st[j].last)
+	if d.snap.st[j].hasEID {
+		return fmt.Sprintf("%s, employee_id %s", name, d.snap.st[j].eid)
 	}
 	return name
 }
@@ -348,7 +348,7 @@ func (d *userDiff) omit() {
 		return
 	}
 	for j := 0; j < d.snap.len(); j++ {
-		if d.claimed[j] >= 0 || !d.snap.active[j] {
+		if d.claimed[j] >= 0 || !d.snap.st[j].active {
 			continue
 		}
 		d.omitted = append(d.omitted, j)
@@ -359,22 +359,14 @@ func (d *userDiff) deactivations() int {
 	n := len(d.omitted)
 	for i := range d.rows {
 		r := &d.rows[i]
-		if !r.rejected && r.target >= 0 && d.snap.active[r.target] && !r.fin.active {
+		if !r.rejected && r.target >= 0 && d.snap.st[r.target].active && !r.fin.active {
 			n++
 		}
 	}
 	return n
 }
 
-func (d *userDiff) activeBefore() int {
-	n := 0
-	for _, a := range d.snap.active {
-		if a {
-			n++
-		}
-	}
-	return n
-}
+func (d *userDiff) activeBefore() int { return d.snap.active }
 
 // guardMassDeactivation rejects a file that would deactivate more than the
 // tenant's threshold of its active users, and more than 10 of them.
@@ -405,7 +397,7 @@ func (d *userDiff) checkSeats() {
 		if r.rejected || !r.fin.active {
 			continue
 		}
-		if r.target < 0 || !d.snap.active[r.target] {
+		if r.target < 0 || !d.snap.st[r.target].active {
 			adding = append(adding, r)
 		}
 	}
@@ -458,7 +450,7 @@ func (d *userDiff) classify(r *inRow) {
 	if r.target < 0 {
 		return
 	}
-	if r.action == actUpdate && r.same && r.fin.mgrRow < 0 && r.fin.mgr == d.snap.manager[r.target] {
+	if r.action == actUpdate && r.same && r.fin.mgrRow < 0 && r.fin.mgr == d.snap.st[r.target].mgr {
 		r.action = actNone
 	}
 }
