@@ -23,6 +23,18 @@ func (d *userDiff) resolveManagers() {
 	// The rows are picked in one pass and the maps made at their size
 	// after it: a first load's maps of a million entries grown as they
 	// fill were rehashed twenty times.
+	// A map nobody asks is not built: a file without a manager_id column
+	// (the usual template) never looks managers up by id, and the id map
+	// of a first load is a million entries.
+	byID, byMail := false, false
+	for i := range d.rows {
+		r := &d.rows[i]
+		byID = byID || (!r.rejected && r.sets(fMgrID))
+		byMail = byMail || (!r.rejected && r.sets(fMgrEmail))
+		if byID && byMail {
+			break
+		}
+	}
 	var mailRows, idRows []int32
 	for i := range d.rows {
 		r := &d.rows[i]
@@ -30,10 +42,10 @@ func (d *userDiff) resolveManagers() {
 			continue
 		}
 		t := r.target
-		if t < 0 || !d.snap.st[t].active || d.snap.st[t].email != r.fin.email {
+		if byMail && (t < 0 || !d.snap.st[t].active || d.snap.st[t].email != r.fin.email) {
 			mailRows = append(mailRows, int32(i))
 		}
-		if r.fin.hasEID && (t < 0 || !d.snap.st[t].hasEID || d.snap.st[t].eid != r.fin.eid) {
+		if byID && r.fin.hasEID && (t < 0 || !d.snap.st[t].hasEID || d.snap.st[t].eid != r.fin.eid) {
 			idRows = append(idRows, int32(i))
 		}
 	}
