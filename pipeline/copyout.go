@@ -24,6 +24,11 @@ func OpenDB(url string) (*sqlx.DB, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A URL the COPY connection cannot use fails here, when the operator
+	// starts roster, not in the middle of every run's diff.
+	if _, err := copyConfig(url); err != nil {
+		return nil, err
+	}
 	return sqlx.NewDb(sql.OpenDB(urlConnector{c, url}), "postgres"), nil
 }
 
@@ -87,9 +92,15 @@ func CopyOut(ctx context.Context, db *sqlx.DB, query string, row func(fields [][
 	return r.n, nil
 }
 
-// copyConfig reads url as pgx does, but never lets it fall back to a
-// connection without TLS that lib/pq would refuse: lib/pq's default when
-// the URL names no sslmode is to require TLS, pgx's to prefer it.
+// copyConfig reads url as pgx does, but as lib/pq means it:
+//   - it never falls back to a connection without TLS that lib/pq would
+//     refuse: lib/pq's default when the URL names no sslmode is to require
+//     TLS, pgx's to prefer it;
+//   - options only lib/pq knows are not sent to the server as settings
+//     (pgx passes on every key it does not know, and the server refuses
+//     them): lib/pq's query-protocol switches are dropped,
+//     fallback_application_name applies as libpq says, and the ones that
+//     change where or how securely it connects are refused by name.
 func copyConfig(url string) (*pgconn.Config, error) {
 	cfg, err := pgconn.ParseConfig(url)
 	if err != nil {
@@ -98,6 +109,20 @@ func copyConfig(url string) (*pgconn.Config, error) {
 	pqc, err := pq.NewConfig(url)
 	if err != nil {
 		return nil, err
+	}
+	rp := cfg.RuntimeParams
+	for _, k := range []string{"hostaddr", "load_balance_hosts", "sslinline", "ssl_min_protocol_version", "ssl_max_protocol_version"} {
+		if _, ok := rp[k]; ok {
+			return nil, fmt.Errorf("the database URL sets %s, which lib/pq understands but the connection diff reads the snapshot on (pgx) does not: leave it out of the URL", k)
+		}
+	}
+	delete(rp, "binary_parameters")
+	delete(rp, "disable_prepared_binary_result")
+	if v, ok := rp["fallback_application_name"]; ok {
+		delete(rp, "fallback_application_name")
+		if rp["application_name"] == "" {
+			rp["application_name"] = v
+		}
 	}
 	switch pqc.SSLMode {
 	case pq.SSLModeDisable, pq.SSLModeAllow, pq.SSLModePrefer:

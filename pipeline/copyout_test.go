@@ -181,3 +181,34 @@ func TestCopyConfigKeepsTLS(t *testing.T) {
 		}
 	}
 }
+
+// TestCopyConfigLibpqOptions: options only lib/pq knows never reach the
+// server as settings (it refuses unknown ones): the harmless ones are
+// dropped or applied, the ones that change where or how securely it
+// connects are refused by name, before anything runs.
+func TestCopyConfigLibpqOptions(t *testing.T) {
+	cfg, err := copyConfig("postgres://u@db.example/x?sslmode=disable&binary_parameters=yes&disable_prepared_binary_result=yes&fallback_application_name=roster&timezone=UTC")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"binary_parameters", "disable_prepared_binary_result", "fallback_application_name"} {
+		if _, ok := cfg.RuntimeParams[k]; ok {
+			t.Errorf("%s is sent to the server", k)
+		}
+	}
+	if cfg.RuntimeParams["application_name"] != "roster" || cfg.RuntimeParams["timezone"] != "UTC" {
+		t.Errorf("settings %v: want application_name from the fallback and timezone kept", cfg.RuntimeParams)
+	}
+	if cfg, err := copyConfig("postgres://u@db.example/x?sslmode=disable&application_name=mine&fallback_application_name=roster"); err != nil || cfg.RuntimeParams["application_name"] != "mine" {
+		t.Errorf("an application_name beside the fallback: %v, %v", cfg, err)
+	}
+	for _, k := range []string{"hostaddr=10.0.0.1", "load_balance_hosts=random", "sslinline=true", "ssl_min_protocol_version=TLSv1.3"} {
+		url := "postgres://u@db.example/x?sslmode=disable&" + k
+		if _, err := copyConfig(url); err == nil || !strings.Contains(err.Error(), strings.Split(k, "=")[0]) {
+			t.Errorf("%s: %v, want a refusal naming it", k, err)
+		}
+		if _, err := OpenDB(url); err == nil {
+			t.Errorf("OpenDB(%s) accepted", k)
+		}
+	}
+}
