@@ -16,7 +16,7 @@ import (
 )
 
 // benchStages builds the named stages from the registry with defaults.
-func benchStages(b *testing.B, names ...string) []pipeline.Stage {
+func benchStages(b testing.TB, names ...string) []pipeline.Stage {
 	b.Helper()
 	reg := stages.Registry()
 	var out []pipeline.Stage
@@ -48,7 +48,7 @@ func benchFile(b *testing.B, rows int) string {
 	return p
 }
 
-func runStages(b *testing.B, run *pipeline.Run, f *pipeline.File, st []pipeline.Stage) {
+func runStages(b testing.TB, run *pipeline.Run, f *pipeline.File, st []pipeline.Stage) {
 	for _, s := range st {
 		if _, err := s.Process(context.Background(), run, f); err != nil {
 			b.Fatal(err)

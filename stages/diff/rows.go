@@ -209,13 +209,14 @@ func readBatch(f *pipeline.File, b, base int, out []inRow, colIdx map[string]int
 			r.custN++
 		}
 	}
-	return batchRows{str: str, custom: cells}
+	return batchRows{base: base, n: n, str: str, custom: cells}
 }
 
 // batchRows is what the rows of one batch read from it beyond inRow.
 type batchRows struct {
-	str    [numFields]*array.String // the text column of each field
-	custom []kv                     // the rows' custom cells, in row order
+	base, n int                      // the batch's rows are rows[base:base+n]
+	str     [numFields]*array.String // the text column of each field
+	custom  []kv                     // the rows' custom cells, in row order
 }
 
 // custom is row r's custom cells.
