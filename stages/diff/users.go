@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/roster-hr/roster/pipeline"
@@ -46,22 +47,36 @@ func (d *userDiff) reject(r *inRow, col, code, msg, value string) {
 
 func (d *userDiff) run_() error {
 	d.identify()
-	// Rows about existing users are decided on every core: decide only
-	// reads the snapshot and writes its own row. New users may be rejected
-	// (a missing required key), which reports an issue, so they go one by
-	// one, in row order.
+	// Every row is decided on every core: decide only reads the snapshot
+	// and writes its own row. A new user without a required field is
+	// rejected, which reports an issue: those are gathered and rejected
+	// afterwards, in row order (a first load decided its million new users
+	// on one core).
+	required := d.requiredFields() // made once, before the goroutines read it
+	var mu sync.Mutex
+	var missing []*inRow
 	pipeline.Parallel(len(d.rows), 1<<14, func(lo, hi int) {
 		keys := deptKeys{}
+		var mine []*inRow
 		for i := lo; i < hi; i++ {
-			if r := &d.rows[i]; !r.rejected && r.target >= 0 {
-				d.decide(r, keys)
+			if r := &d.rows[i]; !r.rejected && !d.decide(r, keys) {
+				mine = append(mine, r)
 			}
 		}
+		if len(mine) > 0 {
+			mu.Lock()
+			missing = append(missing, mine...)
+			mu.Unlock()
+		}
 	})
-	keys := deptKeys{}
-	for i := range d.rows {
-		if r := &d.rows[i]; !r.rejected && r.target < 0 {
-			d.decide(r, keys)
+	slices.SortFunc(missing, func(a, b *inRow) int { return int(a.pos - b.pos) })
+	for _, r := range missing {
+		for _, rf := range required {
+			if !r.sets(rf.field) {
+				c := rf.col
+				d.reject(r, c.Name, c.RequiredCode, fmt.Sprintf("%s is required for a new user; the row has no %s, so it was not applied", c.Name, c.Name), "")
+				break
+			}
 		}
 	}
 	d.checkEmails()
@@ -168,8 +183,10 @@ func (k deptKeys) of(name string) string {
 	return key
 }
 
-// decide computes a row's final state and action from the snapshot.
-func (d *userDiff) decide(r *inRow, keys deptKeys) {
+// decide computes a row's final state and action from the snapshot. It
+// reports false, deciding nothing, for a new user without a required
+// field, whom the caller rejects.
+func (d *userDiff) decide(r *inRow, keys deptKeys) bool {
 	var old state
 	if r.target >= 0 {
 		old = d.snap.state(int(r.target))
@@ -180,11 +197,9 @@ func (d *userDiff) decide(r *inRow, keys deptKeys) {
 		// exist yet has nothing to leave, so the row is rejected as if the
 		// cell were empty (without this, users were created with an empty
 		// e-mail, and a second one failed the apply).
-		for _, rf := range d.requiredFields() {
+		for _, rf := range d.required {
 			if !r.sets(rf.field) {
-				c := rf.col
-				d.reject(r, c.Name, c.RequiredCode, fmt.Sprintf("%s is required for a new user; the row has no %s, so it was not applied", c.Name, c.Name), "")
-				return
+				return false
 			}
 		}
 		old = state{mgrRow: -1, custom: "{}"}
@@ -241,6 +256,7 @@ func (d *userDiff) decide(r *inRow, keys deptKeys) {
 	}
 	r.fin = fin
 	r.same = r.target >= 0 && sameState(old, fin)
+	return true
 }
 
 // requiredField is a required template column and its row field.
