@@ -9,6 +9,7 @@ package diff
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"time"
 
@@ -18,6 +19,11 @@ import (
 	"github.com/roster-hr/roster/pipeline"
 	"github.com/roster-hr/roster/schemas"
 )
+
+// collectBefore is the file size, in rows, from which diff collects
+// garbage before reading the rows (see Process): below it the pages are
+// few and a collection costs more than it saves.
+const collectBefore = 100_000
 
 // Spec declares the stage.
 func Spec() pipeline.Spec {
@@ -60,6 +66,16 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 		// a big file it takes about as long as the snapshot read still has
 		// to go (its fresh memory is slow to touch on a VM), so the two
 		// overlap instead of following each other.
+		if f.Rows >= collectBefore {
+			// Collect the earlier stages' garbage (validate's duplicate
+			// maps, the CSV reader's records) before diff's row slice, its
+			// largest allocation, so that the slice reuses those pages: on
+			// this kind of VM a page touched for the first time is what
+			// costs. 1M-row first load: readRows ~1 s → ~0.1 s for a 5 ms
+			// collection; on an unchanged file the collection also marks
+			// the snapshot (0.1-0.25 s) and the gain is about even.
+			runtime.GC()
+		}
 		rows, cols := readRows(f)
 		var snap *users
 		waiting := time.Now()
