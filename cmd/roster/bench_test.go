@@ -110,16 +110,22 @@ func timed(t *testing.T, cmd *exec.Cmd) (time.Duration, int64) {
 	return timedInto(t, cmd, &out)
 }
 
-// quiesce makes PostgreSQL write out what earlier commands left in its
-// buffers (CHECKPOINT), untimed, before each timed command: otherwise the
-// checkpoint that a load of a million rows triggers lands in whichever
-// command comes next (the 1M first load measured 11.2 s alone and 15.9 s
-// right after the baseline's two runs), and the order of the measures
-// decides their ratio.
+// quiesce settles the database, untimed, before each timed command, the
+// same for both sides:
+//   - VACUUM (ANALYZE) does now what autovacuum does within a minute or
+//     two of a million-row load (it ran ~1.5 min after one, here), and
+//     would long have done before the next nightly file; left to itself
+//     it lands at random in the re-run or not;
+//   - CHECKPOINT writes out what earlier commands left in the buffers:
+//     the checkpoint a million-row load triggers otherwise lands in
+//     whichever command comes next (the 1M first load measured 11.2 s
+//     alone and 15.9 s right after the baseline's two runs).
 func quiesce(t *testing.T, url string) {
 	t.Helper()
-	if out, err := exec.Command("psql", url, "-q", "-c", "CHECKPOINT").CombinedOutput(); err != nil {
-		t.Fatalf("checkpoint: %v\n%s", err, out)
+	for _, q := range []string{"VACUUM (ANALYZE)", "CHECKPOINT"} {
+		if out, err := exec.Command("psql", url, "-q", "-c", q).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", q, err, out)
+		}
 	}
 }
 
