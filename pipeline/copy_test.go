@@ -209,3 +209,23 @@ func TestCopyOutReadsTheQuery(t *testing.T) {
 		t.Errorf("sqlx.Open'd database: %v, want ErrNoCopyURL", err)
 	}
 }
+
+// TestCopyOutStopsOnCancel: a cancelled context stops CopyOut while the
+// server is still working (diff's read ahead is cancelled when a run ends
+// before diff, and must not outlive it by the length of the query).
+func TestCopyOutStopsOnCancel(t *testing.T) {
+	db, _ := pgtest.New(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(300*time.Millisecond, cancel)
+	started := time.Now()
+	_, err := pipeline.CopyOut(ctx, db, `SELECT pg_sleep(30)`, func([][]byte) error { return nil })
+	if err == nil {
+		t.Fatal("a cancelled CopyOut returned no error")
+	}
+	if took := time.Since(started); took > 15*time.Second {
+		t.Errorf("CopyOut returned %v after its context was cancelled (the query sleeps 30 s): %v", took, err)
+	}
+	if !errors.Is(err, context.Canceled) && !strings.Contains(err.Error(), "cancel") {
+		t.Errorf("err %v, want the cancellation", err)
+	}
+}
