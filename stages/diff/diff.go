@@ -88,7 +88,7 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 		} else if snap, err = loadUsers(ctx, run.DB, run.Tenant.ID); err != nil {
 			return pipeline.Stats{}, err
 		}
-		d := &userDiff{run: run, f: f, snap: snap, depts: depts, today: days(run.LogicalDate), rows: rows, cols: cols}
+		d := &userDiff{run: run, f: f, snap: snap, depts: depts, today: days(run.LogicalDate), rows: rows, cols: cols, required: requiredFields()}
 		if err := d.run_(); err != nil {
 			return pipeline.Stats{}, err
 		}
@@ -129,11 +129,11 @@ func (d *userDiff) plan(mem memory.Allocator) []arrow.Record {
 	})
 	out := slices.DeleteFunc(recs, func(r arrow.Record) bool { return r == nil })
 	if len(d.omitted) > 0 {
-		var text [17]int
+		var text [planWidth]int
 		for _, j := range d.omitted {
 			planText(&text, schemas.ActDeactivate, &d.snap.st[j])
 		}
-		p := newPlanBuilder(mem, len(d.omitted), text, [17]bool{})
+		p := newPlanBuilder(mem, len(d.omitted), text, [planWidth]bool{})
 		defer p.release()
 		for _, j := range d.omitted {
 			s := d.snap.state(j)
@@ -145,8 +145,12 @@ func (d *userDiff) plan(mem memory.Allocator) []arrow.Record {
 	return out
 }
 
+// planWidth is the number of columns of schemas.PlanUsers, which the
+// plan's builders index by position.
+const planWidth = 17
+
 // planText adds a plan row's text to text, by plan column, for reserving.
-func planText(text *[17]int, action string, s *state) {
+func planText(text *[planWidth]int, action string, s *state) {
 	text[1] += len(action)
 	text[3] += len(s.eid)
 	text[4] += len(s.email)
@@ -169,7 +173,7 @@ func (d *userDiff) planBatch(mem memory.Allocator, b int) arrow.Record {
 	rows := d.rows[br.base : br.base+br.n]
 	// Room for every row and its text up front: grown as it goes, a first
 	// load's plan copied its buffers a dozen times over.
-	n, text := 0, [17]int{}
+	n, text := 0, [planWidth]int{}
 	for i := range rows {
 		if r := &rows[i]; !r.rejected && r.action != actNone {
 			n++
@@ -179,7 +183,7 @@ func (d *userDiff) planBatch(mem memory.Allocator, b int) arrow.Record {
 	if n == 0 {
 		return nil
 	}
-	var reuse [17]arrow.Array
+	var reuse [planWidth]arrow.Array
 	if n == len(rows) {
 		for _, c := range planReuse {
 			col := br.str[c.field]
@@ -188,7 +192,7 @@ func (d *userDiff) planBatch(mem memory.Allocator, b int) arrow.Record {
 			}
 		}
 	}
-	var skip [17]bool
+	var skip [planWidth]bool
 	for c, a := range reuse {
 		skip[c] = a != nil
 	}
@@ -262,13 +266,13 @@ func asInFile(rows []inRow, fi int, col *array.String) bool {
 type planBuilder struct {
 	b    *array.RecordBuilder
 	f    []array.Builder
-	skip [17]bool
+	skip [planWidth]bool
 }
 
 // newPlanBuilder makes a builder for n rows with text[c] bytes of text in
 // column c; the columns in skip are not reserved (with Arrow's rounding,
 // an unused offsets buffer is 8 bytes a row).
-func newPlanBuilder(mem memory.Allocator, n int, text [17]int, skip [17]bool) *planBuilder {
+func newPlanBuilder(mem memory.Allocator, n int, text [planWidth]int, skip [planWidth]bool) *planBuilder {
 	b := array.NewRecordBuilder(mem, schemas.PlanUsers())
 	p := &planBuilder{b: b, f: b.Fields(), skip: skip}
 	for c, fb := range p.f {
@@ -319,7 +323,7 @@ func (p *planBuilder) emit(row int32, action string, userID int64, s state, mgrR
 
 // record makes the n appended rows a record, with the columns in reuse
 // (nil: none) taken as they are instead of the appended copies.
-func (p *planBuilder) record(n int, reuse *[17]arrow.Array) arrow.Record {
+func (p *planBuilder) record(n int, reuse *[planWidth]arrow.Array) arrow.Record {
 	cols := make([]arrow.Array, len(p.f))
 	for c, fb := range p.f {
 		cols[c] = fb.NewArray()

@@ -52,32 +52,32 @@ func (d *userDiff) run_() error {
 	// rejected, which reports an issue: those are gathered and rejected
 	// afterwards, in row order (a first load decided its million new users
 	// on one core).
-	required := d.requiredFields() // made once, before the goroutines read it
+	type missing struct {
+		r   *inRow
+		col schemas.Column
+	}
 	var mu sync.Mutex
-	var missing []*inRow
+	var found []missing
 	pipeline.Parallel(len(d.rows), 1<<14, func(lo, hi int) {
 		keys := deptKeys{}
-		var mine []*inRow
+		var mine []missing
 		for i := lo; i < hi; i++ {
-			if r := &d.rows[i]; !r.rejected && !d.decide(r, keys) {
-				mine = append(mine, r)
+			if r := &d.rows[i]; !r.rejected {
+				if rf := d.decide(r, keys); rf != nil {
+					mine = append(mine, missing{r, rf.col})
+				}
 			}
 		}
 		if len(mine) > 0 {
 			mu.Lock()
-			missing = append(missing, mine...)
+			found = append(found, mine...)
 			mu.Unlock()
 		}
 	})
-	slices.SortFunc(missing, func(a, b *inRow) int { return int(a.pos - b.pos) })
-	for _, r := range missing {
-		for _, rf := range required {
-			if !r.sets(rf.field) {
-				c := rf.col
-				d.reject(r, c.Name, c.RequiredCode, fmt.Sprintf("%s is required for a new user; the row has no %s, so it was not applied", c.Name, c.Name), "")
-				break
-			}
-		}
+	slices.SortFunc(found, func(a, b missing) int { return int(a.r.pos - b.r.pos) })
+	for _, m := range found {
+		c := m.col
+		d.reject(m.r, c.Name, c.RequiredCode, fmt.Sprintf("%s is required for a new user; the row has no %s, so it was not applied", c.Name, c.Name), "")
 	}
 	d.checkEmails()
 	d.omit()
@@ -183,10 +183,10 @@ func (k deptKeys) of(name string) string {
 	return key
 }
 
-// decide computes a row's final state and action from the snapshot. It
-// reports false, deciding nothing, for a new user without a required
-// field, whom the caller rejects.
-func (d *userDiff) decide(r *inRow, keys deptKeys) bool {
+// decide computes a row's final state and action from the snapshot. For a
+// new user without a required field it decides nothing and returns that
+// field, for the caller to reject the row.
+func (d *userDiff) decide(r *inRow, keys deptKeys) *requiredField {
 	var old state
 	if r.target >= 0 {
 		old = d.snap.state(int(r.target))
@@ -197,9 +197,9 @@ func (d *userDiff) decide(r *inRow, keys deptKeys) bool {
 		// exist yet has nothing to leave, so the row is rejected as if the
 		// cell were empty (without this, users were created with an empty
 		// e-mail, and a second one failed the apply).
-		for _, rf := range d.required {
-			if !r.sets(rf.field) {
-				return false
+		for k := range d.required {
+			if !r.sets(d.required[k].field) {
+				return &d.required[k]
 			}
 		}
 		old = state{mgrRow: -1, custom: "{}"}
@@ -256,7 +256,7 @@ func (d *userDiff) decide(r *inRow, keys deptKeys) bool {
 	}
 	r.fin = fin
 	r.same = r.target >= 0 && sameState(old, fin)
-	return true
+	return nil
 }
 
 // requiredField is a required template column and its row field.
@@ -267,16 +267,14 @@ type requiredField struct {
 
 // requiredFields lists the user template's required columns, worked out
 // once per file rather than per new row.
-func (d *userDiff) requiredFields() []requiredField {
-	if d.required == nil {
-		d.required = []requiredField{}
-		for _, c := range schemas.Users().Columns {
-			if fi := slices.Index(fieldCol[:], c.Name); c.Required && fi >= 0 {
-				d.required = append(d.required, requiredField{c, fi})
-			}
+func requiredFields() []requiredField {
+	var req []requiredField
+	for _, c := range schemas.Users().Columns {
+		if fi := slices.Index(fieldCol[:], c.Name); c.Required && fi >= 0 {
+			req = append(req, requiredField{c, fi})
 		}
 	}
-	return d.required
+	return req
 }
 
 // mergeCustom applies a row's custom cells to the stored JSON object: a
