@@ -117,7 +117,7 @@ func (d *userDiff) val(r *inRow, fi int) string {
 }
 
 // readRows gathers the user rows of f's typed batches, and per batch the
-// text column of each field.
+// text column of each field and the rows' custom cells.
 func readRows(f *pipeline.File) ([]inRow, []batchRows) {
 	colIdx := map[string]int{}
 	var customCols []string
@@ -150,8 +150,8 @@ func readRows(f *pipeline.File) ([]inRow, []batchRows) {
 	return out, cols
 }
 
-// readBatch fills out[base:] with the rows of batch b and returns the
-// batch's text column of each field.
+// readBatch fills out[base:] with the rows of batch b and returns what
+// they read from the batch beyond that (its text columns, custom cells).
 func readBatch(f *pipeline.File, b, base int, out []inRow, colIdx map[string]int, customCols []string, skip *[numFields]pipeline.RowSet) batchRows {
 	rec := f.Batches[b]
 	rows := rec.Column(0).(*array.Int32)
@@ -179,8 +179,8 @@ func readBatch(f *pipeline.File, b, base int, out []inRow, colIdx map[string]int
 		pos := base + i
 		r := &out[pos]
 		// Field by field into the zeroed slice: assigning a whole inRow
-		// literal wrote all its 280 bytes again, pointers included (with
-		// write barriers while the collector runs), 1.6 s of a first load.
+		// literal wrote all its bytes again, pointers included (with write
+		// barriers while the collector runs), 1.6 s of a first load.
 		r.pos, r.src, r.batch, r.idx = int32(pos), rows.Value(i), int32(b), int32(i)
 		r.rejected, r.target = f.Rejected.Has(pos), -1
 		for fi := 0; fi < numFields; fi++ {

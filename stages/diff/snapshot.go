@@ -56,7 +56,7 @@ func loadUsers(ctx context.Context, db *sqlx.DB, tenant string) (*users, error) 
 	var ar arena
 	_, err := pipeline.CopyOut(ctx, db, fmt.Sprintf(snapshotSQL, pipeline.QuoteLiteral(tenant)), func(f [][]byte) error {
 		if err := u.add(f, &ar); err != nil {
-			return fmt.Errorf("diff: read users: user %d: %w", len(u.id)+1, err)
+			return fmt.Errorf("user %d: %w", len(u.id)+1, err)
 		}
 		return nil
 	})
@@ -127,15 +127,20 @@ func (u *users) add(f [][]byte, ar *arena) error {
 	if len(f[4]) != 1 {
 		return fmt.Errorf("active: %d bytes", len(f[4]))
 	}
-	for i, name := range [...]string{"email", "first_name", "last_name", "title", "location", "custom"} {
-		if f[[...]int{6, 7, 8, 10, 11, 12}[i]] == nil {
-			return fmt.Errorf("%s is NULL", name)
+	// NOT NULL in the schema: a NULL here means a damaged read.
+	for _, c := range [...]struct {
+		i    int
+		name string
+	}{{6, "email"}, {7, "first_name"}, {8, "last_name"}, {10, "title"}, {11, "location"}} {
+		if f[c.i] == nil {
+			return fmt.Errorf("%s is NULL", c.name)
 		}
 	}
 	cust := f[12]
 	if len(cust) == 0 || cust[0] != 1 {
 		return fmt.Errorf("custom: not jsonb version 1")
 	}
+	active := f[4][0] != 0
 	cust = cust[1:]
 	custom := "{}"
 	if len(cust) != 2 || cust[0] != '{' || cust[1] != '}' {
@@ -144,8 +149,8 @@ func (u *users) add(f [][]byte, ar *arena) error {
 	u.id = append(u.id, id)
 	u.st = append(u.st, state{eid: ar.str(f[5]), hasEID: f[5] != nil, email: ar.str(f[6]), first: ar.str(f[7]), last: ar.str(f[8]),
 		mgr: mgr, mgrRow: -1, deptKey: ar.str(f[9]), title: ar.str(f[10]), loc: ar.str(f[11]),
-		start: sd, hasStart: hasSD, deact: dd, hasDeact: hasDD, custom: custom, active: f[4][0] != 0})
-	if f[4][0] != 0 {
+		start: sd, hasStart: hasSD, deact: dd, hasDeact: hasDD, custom: custom, active: active})
+	if active {
 		u.active++
 	}
 	return nil

@@ -24,3 +24,11 @@ func TestDeptKeys(t *testing.T) {
 		t.Errorf("the cache holds %d names, want its limit %d", len(k), deptKeysMax)
 	}
 }
+
+// TestPlanWidth: the plan builders' fixed-size arrays cover every column
+// of the plan's schema.
+func TestPlanWidth(t *testing.T) {
+	if n := len(schemas.PlanUsers().Fields()); n != planWidth {
+		t.Fatalf("schemas.PlanUsers has %d columns, planWidth is %d", n, planWidth)
+	}
+}
