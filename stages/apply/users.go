@@ -111,31 +111,32 @@ func (a *applier) users(ctx context.Context) error {
 }
 
 // reserveUserIDs reserves n new users' ids from users_id_seq (not undone
-// by a rollback: a file that fails leaves a gap, never a reused id). Each value the sequence hands out stands for a
-// block of as many ids as its increment (migration 0006), read from the
-// catalog so that a block never overlaps the next value whatever the
-// increment is.
+// by a rollback: a file that fails leaves a gap, never a reused id). Each
+// value the sequence hands out stands for a block of as many ids as its
+// increment (migration 0006), read from the catalog in the same query so
+// that a block never overlaps the next value whatever the increment is.
 func (a *applier) reserveUserIDs(ctx context.Context, n int) ([]int64, error) {
-	var inc int64
-	if err := a.tx.GetContext(ctx, &inc, `SELECT seqincrement FROM pg_sequence WHERE seqrelid = 'users_id_seq'::regclass`); err != nil {
-		return nil, fmt.Errorf("apply: reserve user ids: %w", err)
-	}
-	if inc < 1 {
-		return nil, fmt.Errorf("apply: reserve user ids: users_id_seq counts by %d; it must count up", inc)
-	}
 	// The sequence by its name, a constant: pg_get_serial_sequence() in
 	// this select is evaluated once per row. One array, not a row per
 	// block through database/sql.
-	var starts pq.Int64Array
-	blocks := (int64(n) + inc - 1) / inc
-	if err := a.tx.GetContext(ctx, &starts, `SELECT array_agg(nextval('users_id_seq'::regclass)) FROM generate_series(1, $1)`, blocks); err != nil {
+	var res struct {
+		Inc    int64         `db:"inc"`
+		Starts pq.Int64Array `db:"starts"`
+	}
+	if err := a.tx.GetContext(ctx, &res, `SELECT s.seqincrement AS inc,
+			(SELECT array_agg(nextval('users_id_seq'::regclass)) FROM generate_series(1, ($1 + s.seqincrement - 1) / s.seqincrement)) AS starts
+		FROM pg_sequence s WHERE s.seqrelid = 'users_id_seq'::regclass`, n); err != nil {
 		return nil, fmt.Errorf("apply: reserve user ids: %w", err)
 	}
-	if int64(len(starts)) != blocks {
-		return nil, fmt.Errorf("apply: reserve user ids: %d of %d blocks", len(starts), blocks)
+	inc := res.Inc
+	if inc < 1 {
+		return nil, fmt.Errorf("apply: reserve user ids: users_id_seq counts by %d; it must count up", inc)
+	}
+	if blocks := (int64(n) + inc - 1) / inc; int64(len(res.Starts)) != blocks {
+		return nil, fmt.Errorf("apply: reserve user ids: %d of %d blocks", len(res.Starts), blocks)
 	}
 	ids := make([]int64, 0, n)
-	for _, s := range starts {
+	for _, s := range res.Starts {
 		for j := int64(0); j < inc && len(ids) < n; j++ {
 			ids = append(ids, s+j)
 		}
@@ -275,6 +276,20 @@ func (a *applier) departmentIndex(ctx context.Context) (map[string]int64, error)
 	return ids, nil
 }
 
+// newUsersHaveCustom reports whether any new user of the plan has custom
+// fields (a value other than '{}').
+func (a *applier) newUsersHaveCustom() bool {
+	for _, r := range a.f.Plan.Users {
+		c := colsOf(r)
+		for i := 0; i < int(r.NumRows()); i++ {
+			if c.action.Value(i) == schemas.ActCreate && c.custom.Value(i) != "{}" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // copyCreates COPYs the new users into users. Their creation is recorded
 // on the row itself (created_run_id, created_file_id), not in
 // user_history: the state a user was created with is what later changes
@@ -286,13 +301,7 @@ func (a *applier) departmentIndex(ctx context.Context) (map[string]int64, error)
 // of the COPY (psql \copy of 1M users: 7.3-7.5 s with the column, 6.0-7.0
 // s without, same machine, alternating).
 func (a *applier) copyCreates(ctx context.Context, w rowWriter) error {
-	custom := false
-	for _, r := range a.f.Plan.Users {
-		c := colsOf(r)
-		for i := 0; i < int(r.NumRows()) && !custom; i++ {
-			custom = c.action.Value(i) == schemas.ActCreate && c.custom.Value(i) != "{}"
-		}
-	}
+	custom := a.newUsersHaveCustom()
 	fields := userFields
 	if !custom {
 		fields = slices.DeleteFunc(slices.Clone(userFields), func(f string) bool { return f == "custom" })
