@@ -172,12 +172,17 @@ var stateFields = []stateField{
 const stateSelect = `employee_id, email, first_name, last_name, manager_id, department, title, location,
 	start_date, deactivation_date, custom, active`
 
+// newIn is the field's "new" value in the changes st, as its column.
+func (f stateField) newIn(st string) string {
+	return fmt.Sprintf(f.json, fmt.Sprintf("(%s -> '%s' -> 'new')", st, f.name))
+}
+
 // stateCols projects a replayed state (a jsonb object of field changes,
 // each {"old", "new"}) into the user columns.
 func stateCols(st string) string {
 	var cols []string
 	for _, f := range stateFields {
-		cols = append(cols, fmt.Sprintf(f.json, fmt.Sprintf("(%s -> '%s' -> 'new')", st, f.name))+" AS "+f.name)
+		cols = append(cols, f.newIn(st)+" AS "+f.name)
 	}
 	return strings.Join(cols, ", ")
 }
@@ -190,7 +195,7 @@ func asOfCols(st, olds string) string {
 	var cols []string
 	for _, f := range stateFields {
 		cols = append(cols, fmt.Sprintf("CASE WHEN %[1]s ? '%[3]s' THEN %[4]s WHEN %[2]s ? '%[3]s' THEN %[5]s ELSE %[6]s END AS %[3]s",
-			st, olds, f.name, fmt.Sprintf(f.json, fmt.Sprintf("(%s -> '%s' -> 'new')", st, f.name)),
+			st, olds, f.name, f.newIn(st),
 			fmt.Sprintf(f.json, fmt.Sprintf("(%s -> '%s')", olds, f.name)), fmt.Sprintf(f.cur, f.col)))
 	}
 	return strings.Join(cols, ",\n\t\t")
