@@ -3,7 +3,10 @@ package diff
 import (
 	"context"
 	"database/sql"
+	"fmt"
+	"math/rand/v2"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/jmoiron/sqlx"
@@ -88,5 +91,72 @@ func TestSnapshotEqualsColumns(t *testing.T) {
 	}
 	if _, ok := got.byEmail["zoë@例え.jp"]; ok {
 		t.Errorf("an inactive user is indexed as active")
+	}
+}
+
+// TestSnapshotInTableOrder: the snapshot is read in the table's order and
+// sorted by id when that is not id order (users written by id out of
+// order, as updates leave them), and then equals the read in id order.
+func TestSnapshotInTableOrder(t *testing.T) {
+	db, _ := pgtest.New(t)
+	ctx := context.Background()
+	db.MustExec(`INSERT INTO tenants (id) VALUES ('t')`)
+	// 300 users, ids in a fixed shuffled order: 7 and 300 are coprime.
+	db.MustExec(`INSERT INTO users (id, tenant_id, employee_id, email, manager_id, active)
+		SELECT 1000 + (g * 7) % 300, 't', 'e' || ((g * 7) % 300), 'u' || ((g * 7) % 300) || '@example.com',
+			NULLIF(1000 + ((g * 7) % 300) / 2, 1000 + (g * 7) % 300), (g * 7) % 300 % 5 <> 0
+		FROM generate_series(0, 299) g ORDER BY g`)
+	var physical []int64
+	if err := db.Select(&physical, `SELECT id FROM users WHERE tenant_id = 't' ORDER BY ctid`); err != nil {
+		t.Fatal(err)
+	}
+	if slices.IsSorted(physical) {
+		t.Fatal("the table holds the users in id order: the test would not test the sort")
+	}
+	got, err := loadUsers(ctx, db, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := loadUsersByColumn(t, db, "t")
+	if !reflect.DeepEqual(got.id, want.id) || !reflect.DeepEqual(got.st, want.st) || got.active != want.active {
+		t.Fatalf("read in table order and sorted differs from the read in id order")
+	}
+	for j, id := range want.id {
+		if got.index(id) != j {
+			t.Fatalf("index(%d) = %d, want %d", id, got.index(id), j)
+		}
+		if want.st[j].active && got.byEmail[want.st[j].email] != j {
+			t.Fatalf("byEmail[%s] = %d, want %d", want.st[j].email, got.byEmail[want.st[j].email], j)
+		}
+	}
+}
+
+func TestSortByID(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, n := range []int{0, 1, 2, 3, 10, 1000} {
+		for _, order := range []string{"sorted", "reversed", "shuffled"} {
+			u := &users{}
+			for i := 0; i < n; i++ {
+				u.id = append(u.id, int64(i*3+1))
+			}
+			switch order {
+			case "reversed":
+				slices.Reverse(u.id)
+			case "shuffled":
+				rng.Shuffle(n, func(i, j int) { u.id[i], u.id[j] = u.id[j], u.id[i] })
+			}
+			for _, id := range u.id {
+				u.st = append(u.st, state{email: fmt.Sprint(id)}) // each state knows its id
+			}
+			u.sortByID()
+			if !slices.IsSorted(u.id) {
+				t.Fatalf("%d %s: ids not sorted: %v", n, order, u.id)
+			}
+			for i, id := range u.id {
+				if u.st[i].email != fmt.Sprint(id) {
+					t.Fatalf("%d %s: place %d holds id %d with the state of %s", n, order, i, id, u.st[i].email)
+				}
+			}
+		}
 	}
 }
