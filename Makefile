@@ -26,7 +26,7 @@ test-long:
 
 # Performance against a hand-written SQL baseline measured in the same run
 # (medians, ratios, targets); writes var/bench/results.json. Scale with
-# ROSTER_BENCH_ROWS (default 100000,1000000), ROSTER_BENCH_REPS (3),
+# ROSTER_BENCH_ROWS (default 100000,1000000), ROSTER_BENCH_REPS (5),
 # ROSTER_BENCH_SFTP_MB (1024), ROSTER_BENCH_TENANTS (1000).
 bench:
 	@url=$$(scripts/pg.sh start) && DATABASE_URL=$$url ROSTER_BENCH=1 $(GO) test -count=1 -timeout 3h -run '^TestBench$$' -v ./cmd/roster | grep -v '^=== RUN'
