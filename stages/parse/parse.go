@@ -14,7 +14,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
+	"sync/atomic"
 
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
@@ -428,21 +430,30 @@ func (b *builder) readCSV(ctx context.Context, text io.Reader, comma rune) error
 	chunks := make(chan *csvChunk, 4)
 	free := make(chan *csvChunk, 8)
 	var crash any
+	var stop atomic.Bool // the builder died: the reader stops too
 	built := make(chan struct{})
 	go func() {
 		defer close(built)
 		defer func() {
 			if p := recover(); p != nil {
-				crash = p
+				crash = fmt.Sprintf("%v (building batches)\n%s", p, debug.Stack())
+				stop.Store(true)
 				for range chunks {
 				}
 			}
 		}()
 		b.buildRows(chunks, free, len(names), fieldCol)
 	}()
-	complete, err := b.readRows(ctx, r, chunks, free)
-	close(chunks)
-	<-built
+	complete, err := func() (bool, error) {
+		// Deferred, so that a panic under the reader (the decoder, the
+		// text checks) also ends the builder before the runner, which
+		// recovers it, reads the file the builder writes.
+		defer func() {
+			close(chunks)
+			<-built
+		}()
+		return b.readRows(ctx, r, chunks, free, &stop)
+	}()
 	if crash != nil {
 		panic(crash) // in the stage's goroutine, where the runner turns it into a failed file
 	}
@@ -461,17 +472,24 @@ type csvChunk struct {
 	rows   []int    // each record's spreadsheet row
 	ends   []int    // record i's fields are fields[ends[i-1]:ends[i]]
 	fields []string // substrings of the decoder's one string per record
+	bytes  int64    // the records' length in the file, which their strings keep alive
 }
 
-// chunkRecords is how many records go to the builder at a time: enough that
-// the channel is not the cost, few enough that both goroutines start at once.
-const chunkRecords = 1024
+// A chunk goes to the builder at chunkRecords records, enough that the
+// channel is not the cost and few enough that both goroutines start at
+// once, or at chunkBytes: the strings of the records in flight (six
+// chunks at most) stay in memory until built, and rows near
+// max_record_bytes must not make that gigabytes.
+const (
+	chunkRecords = 1024
+	chunkBytes   = 4 << 20
+)
 
 // readRows decodes the data rows into chunks for buildRows. complete is
 // true when it read to the end of the file; otherwise err is nil after a
 // finding (recorded in b.found) or a system error. The records read before
-// the end are sent either way.
-func (b *builder) readRows(ctx context.Context, r *csv.Reader, chunks chan<- *csvChunk, free chan *csvChunk) (complete bool, err error) {
+// the end are sent either way. It stops, incomplete, when stop is set.
+func (b *builder) readRows(ctx context.Context, r *csv.Reader, chunks chan<- *csvChunk, free chan *csvChunk, stop *atomic.Bool) (complete bool, err error) {
 	ch := &csvChunk{}
 	defer func() {
 		if len(ch.rows) > 0 {
@@ -482,6 +500,9 @@ func (b *builder) readRows(ctx context.Context, r *csv.Reader, chunks chan<- *cs
 	for {
 		if err := ctx.Err(); err != nil {
 			return false, err
+		}
+		if stop.Load() {
+			return false, nil
 		}
 		rec, err := r.Read()
 		if err == io.EOF {
@@ -497,6 +518,7 @@ func (b *builder) readRows(ctx context.Context, r *csv.Reader, chunks chan<- *cs
 			row += start - prevEnd - 1
 		}
 		row++
+		recStart := b.lim.start
 		if !b.recordEnd(r.InputOffset(), func() string { return fmt.Sprintf("row %d", row) }) {
 			return false, b.checkRest()
 		}
@@ -511,11 +533,12 @@ func (b *builder) readRows(ctx context.Context, r *csv.Reader, chunks chan<- *cs
 		ch.rows = append(ch.rows, row)
 		ch.fields = append(ch.fields, fields...)
 		ch.ends = append(ch.ends, len(ch.fields))
-		if len(ch.rows) == chunkRecords {
+		ch.bytes += b.lim.start - recStart
+		if len(ch.rows) == chunkRecords || ch.bytes >= chunkBytes {
 			chunks <- ch
 			select {
 			case ch = <-free:
-				ch.rows, ch.ends, ch.fields = ch.rows[:0], ch.ends[:0], ch.fields[:0]
+				ch.rows, ch.ends, ch.fields, ch.bytes = ch.rows[:0], ch.ends[:0], ch.fields[:0], 0
 			default:
 				ch = &csvChunk{}
 			}
