@@ -24,9 +24,9 @@ func (d *userDiff) resolveManagers() {
 	var mu sync.Mutex
 	// The rows that may go into a map, per range of rows.
 	type cands struct {
-		lo         int
-		mail, byID []int32
-		named      int // rows that name a manager
+		lo                 int
+		mail, byID         []int32
+		namedMail, namedID int // rows that name a manager by e-mail, by id
 	}
 	var parts []cands
 	pipeline.Parallel(len(d.rows), 1<<14, func(lo, hi int) {
@@ -36,8 +36,11 @@ func (d *userDiff) resolveManagers() {
 			if r.rejected {
 				continue
 			}
-			if d.val(r, fMgrEmail) != "" || d.val(r, fMgrID) != "" {
-				p.named++
+			if d.val(r, fMgrEmail) != "" {
+				p.namedMail++
+			}
+			if d.val(r, fMgrID) != "" {
+				p.namedID++
 			}
 			t := r.target
 			if t < 0 || !d.snap.st[t].active || d.snap.st[t].email != r.fin.email {
@@ -52,32 +55,44 @@ func (d *userDiff) resolveManagers() {
 		mu.Unlock()
 	})
 	slices.SortFunc(parts, func(a, b cands) int { return a.lo - b.lo })
-	candMail, candID, named := 0, 0, 0
+	candMail, candID, namedMail, namedID := 0, 0, 0, 0
 	for _, p := range parts {
-		candMail, candID, named = candMail+len(p.mail), candID+len(p.byID), named+p.named
+		candMail, candID = candMail+len(p.mail), candID+len(p.byID)
+		namedMail, namedID = namedMail+p.namedMail, namedID+p.namedID
 	}
 	// Gathering the names costs a lookup per naming row, and pays when
 	// the candidates are many: a first load, not the unchanged file whose
 	// 2% of inactive users are candidates (there it cost ~0.25 s).
-	filter := candMail+candID > named/2
+	// A map nobody asks is not built at all: a file without manager_id
+	// (the usual template) never looks managers up by id.
+	filter := candMail+candID > (namedMail+namedID)/2
 	var refMail, refID map[string]struct{}
 	if filter {
 		refMail, refID = d.managerRefs()
 	}
-	keep := func(refs map[string]struct{}, key string) bool {
+	keep := func(refs map[string]struct{}, named int, key string) bool {
+		if !filter {
+			return named > 0
+		}
 		_, ok := refs[key]
-		return ok || !filter
+		return ok
 	}
 	// Sized before they fill (a million-entry map grown as it fills is
 	// rehashed twenty times).
 	if filter {
 		candMail, candID = min(candMail, len(refMail)), min(candID, len(refID))
 	}
+	if namedMail == 0 {
+		candMail = 0
+	}
+	if namedID == 0 {
+		candID = 0
+	}
 	otherEmail, otherEID := make(map[string]int, candMail), make(map[string]int, candID)
 	pipeline.Each(func() { // the two maps, one per core; in row order, the last row wins
 		for _, p := range parts {
 			for _, i := range p.mail {
-				if keep(refMail, d.rows[i].fin.email) {
+				if keep(refMail, namedMail, d.rows[i].fin.email) {
 					otherEmail[d.rows[i].fin.email] = int(i)
 				}
 			}
@@ -85,7 +100,7 @@ func (d *userDiff) resolveManagers() {
 	}, func() {
 		for _, p := range parts {
 			for _, i := range p.byID {
-				if keep(refID, d.rows[i].fin.eid) {
+				if keep(refID, namedID, d.rows[i].fin.eid) {
 					otherEID[d.rows[i].fin.eid] = int(i)
 				}
 			}
