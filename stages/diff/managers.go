@@ -65,36 +65,20 @@ func (d *userDiff) resolveManagers() {
 	// Gathering the names costs a lookup per naming row, and pays when
 	// the candidates are many: a first load, not the unchanged file whose
 	// 2% of inactive users are candidates (there it cost ~0.25 s).
-	// A map nobody asks is not built at all: a file without manager_id
-	// (the usual template) never looks managers up by id.
-	filter := candMail+candID > (namedMail+namedID)/2
-	var refMail, refID map[string]struct{}
-	if filter {
-		refMail, refID = d.managerRefs()
-	}
-	keep := func(refs map[string]struct{}, named int, key string) bool {
-		if !filter {
-			return named > 0
-		}
-		_, ok := refs[key]
-		return ok
+	// Otherwise every candidate of a kind some row names goes in; a kind
+	// nobody names gets no map (the usual template has no manager_id).
+	mailAsked, idAsked := askedKeys{all: namedMail > 0}, askedKeys{all: namedID > 0}
+	if candMail+candID > (namedMail+namedID)/2 {
+		m, e := d.managerRefs()
+		mailAsked, idAsked = askedKeys{keys: m}, askedKeys{keys: e}
 	}
 	// Sized before they fill (a million-entry map grown as it fills is
 	// rehashed twenty times).
-	if filter {
-		candMail, candID = min(candMail, len(refMail)), min(candID, len(refID))
-	}
-	if namedMail == 0 {
-		candMail = 0
-	}
-	if namedID == 0 {
-		candID = 0
-	}
-	otherEmail, otherEID := make(map[string]int, candMail), make(map[string]int, candID)
+	otherEmail, otherEID := make(map[string]int, mailAsked.most(candMail)), make(map[string]int, idAsked.most(candID))
 	pipeline.Each(func() { // the two maps, one per core; in row order, the last row wins
 		for _, p := range parts {
 			for _, i := range p.mail {
-				if keep(refMail, namedMail, d.rows[i].fin.email) {
+				if mailAsked.has(d.rows[i].fin.email) {
 					otherEmail[d.rows[i].fin.email] = int(i)
 				}
 			}
@@ -102,7 +86,7 @@ func (d *userDiff) resolveManagers() {
 	}, func() {
 		for _, p := range parts {
 			for _, i := range p.byID {
-				if keep(refID, namedID, d.rows[i].fin.eid) {
+				if idAsked.has(d.rows[i].fin.eid) {
 					otherEID[d.rows[i].fin.eid] = int(i)
 				}
 			}
@@ -216,6 +200,30 @@ func (d *userDiff) resolveManagers() {
 	if anyChange.Load() {
 		d.breakCycles()
 	}
+}
+
+// askedKeys is what rows may look a manager up by, of one kind (e-mail or
+// id): the names they give, or every key (all) when the names were not
+// gathered; neither when no row names a manager that way.
+type askedKeys struct {
+	keys map[string]struct{}
+	all  bool
+}
+
+func (a askedKeys) has(key string) bool {
+	if a.all {
+		return true
+	}
+	_, ok := a.keys[key]
+	return ok
+}
+
+// most is how many of cand candidates can be asked for.
+func (a askedKeys) most(cand int) int {
+	if a.all {
+		return cand
+	}
+	return min(cand, len(a.keys))
 }
 
 // managerRefs returns the distinct manager e-mails and ids the accepted
