@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"encoding/hex"
 	"fmt"
 	"strconv"
 	"time"
@@ -79,6 +80,18 @@ func (l *CopyLine) Bool(v bool) {
 func (l *CopyLine) Date(days int32) {
 	l.sep()
 	l.b = time.Unix(int64(days)*86400, 0).UTC().AppendFormat(l.b, time.DateOnly)
+}
+
+// OptBytea appends b as bytea in hex (\\x…, the backslash escaped for
+// COPY), or NULL when ok is false.
+func (l *CopyLine) OptBytea(b []byte, ok bool) {
+	if !ok {
+		l.Null()
+		return
+	}
+	l.sep()
+	l.b = append(l.b, '\\', '\\', 'x')
+	l.b = hex.AppendEncode(l.b, b)
 }
 
 // OptText appends s, or NULL when ok is false.

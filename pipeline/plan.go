@@ -8,7 +8,10 @@ import "github.com/apache/arrow/go/v17/arrow"
 type Plan struct {
 	Users       []arrow.Record
 	Departments []arrow.Record
-	Counts      Counts
+	// Digests are row digests to store for users the file leaves as they
+	// are (schemas.PlanDigests); nil when there are none.
+	Digests arrow.Record
+	Counts  Counts
 }
 
 // Release frees the plan's Arrow memory.
@@ -19,5 +22,8 @@ func (p *Plan) Release() {
 	for _, r := range p.Departments {
 		r.Release()
 	}
-	p.Users, p.Departments = nil, nil
+	if p.Digests != nil {
+		p.Digests.Release()
+	}
+	p.Users, p.Departments, p.Digests = nil, nil, nil
 }

@@ -13,7 +13,8 @@ const (
 
 // PlanUsers is the Arrow schema of diff's user actions: the full final state
 // of every user the file changes. manager_row names a user created by the
-// same file (by source row), whose id apply assigns.
+// same file (by source row), whose id apply assigns. row_digest is what
+// apply stores as the user's row digest (see RowDigestLen): null clears it.
 func PlanUsers() *arrow.Schema {
 	s := arrow.BinaryTypes.String
 	return arrow.NewSchema([]arrow.Field{
@@ -34,6 +35,21 @@ func PlanUsers() *arrow.Schema {
 		{Name: "custom", Type: s},
 		{Name: "active", Type: arrow.FixedWidthTypes.Boolean},
 		{Name: "effective_date", Type: arrow.FixedWidthTypes.Date32},
+		{Name: "row_digest", Type: &arrow.FixedSizeBinaryType{ByteWidth: RowDigestLen}, Nullable: true},
+	}, nil)
+}
+
+// RowDigestLen is the length in bytes of a user's row digest: a digest of
+// the file row that last set the user's state (migration 0007), which
+// lets diff pass over a row that says again what the user already is.
+const RowDigestLen = 16
+
+// PlanDigests is the Arrow schema of the row digests diff asks apply to
+// store for users the file leaves as they are (null: clear it).
+func PlanDigests() *arrow.Schema {
+	return arrow.NewSchema([]arrow.Field{
+		{Name: "user_id", Type: arrow.PrimitiveTypes.Int64},
+		{Name: "row_digest", Type: &arrow.FixedSizeBinaryType{ByteWidth: RowDigestLen}, Nullable: true},
 	}, nil)
 }
 

@@ -16,6 +16,7 @@ import (
 	"go/token"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -32,6 +33,7 @@ import (
 	"github.com/roster-hr/roster/pipeline"
 	"github.com/roster-hr/roster/pipeline/pgtest"
 	"github.com/roster-hr/roster/stages"
+	"github.com/roster-hr/roster/stages/diff"
 	"gopkg.in/yaml.v3"
 )
 
@@ -68,6 +70,16 @@ type tenantYAML struct {
 // rows, so that every case also checks that rows, rejections and skipped
 // fields keep their place across batch boundaries.
 var smallBatches = map[string]pipeline.Options{"parse": {"batch_rows": 3}}
+
+// The two ways diff can decide a file (stages/diff/digest.go): every case
+// runs both, and must meet its expectations and end in the same directory
+// both ways. incrementalAlways takes the incremental path whatever share
+// of the rows is left to decide (the default would read every user of
+// these small tenants); fullDiff reads and compares every user.
+var (
+	incrementalAlways = pipeline.Options{diff.OptIncrementalMaxChanged: 100}
+	fullDiff          = pipeline.Options{diff.OptIncremental: false}
+)
 
 // pgpPassphrase unlocks fixtures/pgp's test-only key (see its README).
 const pgpPassphrase = "test-only-passphrase"
@@ -216,10 +228,13 @@ func TestRules(t *testing.T) {
 					t.Skip(c.expect.Skip)
 				}
 				t.Parallel()
-				snap := runCase(t, db, c, c.name, nil)
+				snap := runCase(t, db, c, c.name, nil, incrementalAlways)
+				if got := runCase(t, db, c, c.name+"-full", nil, fullDiff); got != snap && !t.Failed() {
+					t.Errorf("diffed in full, the snapshot differs:\n--- incremental\n%s--- full\n%s", snap, got)
+				}
 				if c.expect.Shuffle && !t.Failed() {
 					for i, perm := range []string{"reversed", "shuffled"} {
-						got := runCase(t, db, c, fmt.Sprintf("%s-%d", c.name, i+1), permuter(perm))
+						got := runCase(t, db, c, fmt.Sprintf("%s-%d", c.name, i+1), permuter(perm), incrementalAlways)
 						if got != snap {
 							t.Errorf("with the rows %s the snapshot differs:\n--- in file order\n%s--- %s\n%s", perm, snap, perm, got)
 						}
@@ -300,7 +315,7 @@ func day(t *testing.T, s string) time.Time {
 
 // runCase makes the case's tenant, applies its setup and runs its steps,
 // checking each; it returns the final snapshot as text.
-func runCase(t *testing.T, db *sqlx.DB, c *ruleCase, tenantID string, rewrite func(*testing.T, string) string) string {
+func runCase(t *testing.T, db *sqlx.DB, c *ruleCase, tenantID string, rewrite func(*testing.T, string) string, diffOpts pipeline.Options) string {
 	ctx := context.Background()
 	ty := c.tenant
 	tn := pipeline.NewTenant(tenantID)
@@ -373,7 +388,8 @@ func runCase(t *testing.T, db *sqlx.DB, c *ruleCase, tenantID string, rewrite fu
 	for i, s := range c.expect.Steps {
 		name := fmt.Sprintf("step %d", i+1)
 		req := pipeline.Request{Tenant: tenantID, DryRun: s.DryRun, AllowMassDeactivation: s.AllowMassDeactivation,
-			KeyPassphrase: []byte(pgpPassphrase), Overrides: smallBatches}
+			KeyPassphrase: []byte(pgpPassphrase), Overrides: maps.Clone(smallBatches)}
+		req.Overrides["diff"] = diffOpts
 		var paths []string
 		for _, f := range s.Files {
 			paths = append(paths, filepath.Join(c.dir, f))

@@ -68,6 +68,9 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 	if err := a.users(ctx); err != nil {
 		return pipeline.Stats{}, err
 	}
+	if err := a.digests(ctx); err != nil {
+		return pipeline.Stats{}, err
+	}
 	f.Status = pipeline.StatusApplied
 	if err := run.Ledger.RecordFile(ctx, tx, run.ID, f); err != nil {
 		f.Status = pipeline.StatusProcessing

@@ -28,6 +28,7 @@ type planCols struct {
 	custom       *array.String
 	active       *array.Boolean
 	effective    *array.Date32
+	digest       *array.FixedSizeBinary
 }
 
 func colsOf(r arrow.Record) planCols {
@@ -38,6 +39,7 @@ func colsOf(r arrow.Record) planCols {
 		dept: r.Column(9).(*array.String), title: r.Column(10).(*array.String), loc: r.Column(11).(*array.String),
 		start: r.Column(12).(*array.Date32), deact: r.Column(13).(*array.Date32), custom: r.Column(14).(*array.String),
 		active: r.Column(15).(*array.Boolean), effective: r.Column(16).(*array.Date32),
+		digest: r.Column(17).(*array.FixedSizeBinary),
 	}
 }
 
@@ -172,7 +174,7 @@ func (w rowWriter) department(c planCols, i int) (int64, bool) {
 
 // userFields names, in order, the user columns fields writes.
 var userFields = []string{"employee_id", "email", "first_name", "last_name", "manager_id", "department_id", "title", "location",
-	"start_date", "deactivation_date", "custom", "active"}
+	"start_date", "deactivation_date", "custom", "active", "row_digest"}
 
 // fields appends plan row i's user values, in userFields' order: the part
 // of a new user's row and of an update's plan row that is the same. Without
@@ -192,6 +194,7 @@ func (w rowWriter) fields(l *pipeline.CopyLine, c planCols, i int, custom bool) 
 		l.Text(c.custom.Value(i))
 	}
 	l.Bool(c.active.Value(i))
+	l.OptBytea(c.digest.Value(i), c.digest.IsValid(i))
 }
 
 // updates writes the changes to existing users through a temporary table.
@@ -199,7 +202,8 @@ func (a *applier) updates(ctx context.Context, w rowWriter) error {
 	t, run := a.run.Tenant.ID, a.run.ID
 	if err := a.exec(ctx, "create plan_users", `CREATE TEMP TABLE plan_users (row integer, action text, user_id bigint,
 		employee_id text, email text, first_name text, last_name text, manager_id bigint, department_id bigint,
-		title text, location text, start_date date, deactivation_date date, custom jsonb, active boolean, effective_date date) ON COMMIT DROP`); err != nil {
+		title text, location text, start_date date, deactivation_date date, custom jsonb, active boolean, row_digest bytea,
+		effective_date date) ON COMMIT DROP`); err != nil {
 		return err
 	}
 	cols := append(append([]string{"row", "action", "user_id"}, userFields...), "effective_date")
@@ -242,7 +246,7 @@ func (a *applier) updates(ctx context.Context, w rowWriter) error {
 		{"updates", `UPDATE users u SET employee_id = p.employee_id, email = p.email, first_name = p.first_name,
 				last_name = p.last_name, manager_id = p.manager_id, department_id = p.department_id, title = p.title,
 				location = p.location, start_date = p.start_date, deactivation_date = p.deactivation_date,
-				custom = p.custom, active = p.active, last_run_id = $2, updated_at = now()
+				custom = p.custom, active = p.active, row_digest = p.row_digest, last_run_id = $2, updated_at = now()
 			FROM plan_users p WHERE u.id = p.user_id AND u.tenant_id = $1`},
 	}
 	for _, s := range steps {
@@ -251,6 +255,29 @@ func (a *applier) updates(ctx context.Context, w rowWriter) error {
 		}
 	}
 	return nil
+}
+
+// digests stores the row digests of users the file leaves as they are
+// (see schemas.PlanDigests): the first file after migration 0007 gives
+// every user one, later files only the users whose rows say the same in
+// other words. Only the column is written: no history, no last_run_id.
+func (a *applier) digests(ctx context.Context) error {
+	r := a.f.Plan.Digests
+	if r == nil || r.NumRows() == 0 {
+		return nil
+	}
+	ids, dg := r.Column(0).(*array.Int64), r.Column(1).(*array.FixedSizeBinary)
+	idArr, dgArr := make(pq.Int64Array, r.NumRows()), make(pq.ByteaArray, r.NumRows())
+	for i := range idArr {
+		idArr[i] = ids.Value(i)
+		if dg.IsValid(i) {
+			dgArr[i] = dg.Value(i)
+		}
+	}
+	// pq.ByteaArray sends a nil element as an empty bytea, not NULL.
+	return a.exec(ctx, "row digests", `UPDATE users u SET row_digest = NULLIF(v.row_digest, ''::bytea)
+		FROM unnest($2::bigint[], $3::bytea[]) AS v(id, row_digest)
+		WHERE u.id = v.id AND u.tenant_id = $1`, a.run.Tenant.ID, idArr, dgArr)
 }
 
 // departmentIndex maps the tenant's department keys to ids, read

@@ -31,26 +31,54 @@ func Spec() pipeline.Spec {
 		Name:    "diff",
 		Summary: "Decides each row's action against the current directory and makes the checks that need it (identity, email_in_use, managers, seats, omitted users, mass deactivation, department parents).",
 		Ordered: true,
-		New:     func(pipeline.Options) (any, error) { return stage{}, nil },
+		Fields: []pipeline.Field{
+			{Name: OptIncremental, Default: true, Help: "pass over the rows that say again what the directory holds, by the digest apply stores with each user, " +
+				"and read only the users the other rows can reach (see stages/diff/digest.go); false reads and compares every user on every run, " +
+				"as roster did before migration 0007. The first file after that migration is diffed in full and gives every user its digest"},
+			{Name: OptIncrementalMaxChanged, Default: 10, Help: "the largest share (percent of the tenant's users) of rows left to diff for which roster reads only the users they reach; " +
+				"above it, reading the whole directory in one pass is the faster way"},
+		},
+		New: func(o pipeline.Options) (any, error) {
+			st := stage{incremental: o.Bool(OptIncremental), maxChangedPct: o.Int(OptIncrementalMaxChanged)}
+			if _, set := o[OptIncremental]; !set {
+				st.incremental = true // built by hand, without the defaults
+			}
+			if _, set := o[OptIncrementalMaxChanged]; !set {
+				st.maxChangedPct = 10
+			}
+			if st.maxChangedPct < 0 || st.maxChangedPct > 100 {
+				return nil, fmt.Errorf("%s must be between 0 and 100, not %d", OptIncrementalMaxChanged, st.maxChangedPct)
+			}
+			return st, nil
+		},
 	}
 }
 
-type stage struct{}
+// The stage's options.
+const (
+	OptIncremental           = "incremental"
+	OptIncrementalMaxChanged = "incremental_max_changed_pct"
+)
 
-// Prefetch reads the tenant's users while the file is still being
+type stage struct {
+	incremental   bool
+	maxChangedPct int
+}
+
+// Prefetch reads the tenant's row digests while the file is still being
 // parsed (a run of one file: see pipeline.Prefetcher).
 func (stage) Prefetch(ctx context.Context, run *pipeline.Run) (any, error) {
 	started := time.Now()
-	u, err := loadUsers(ctx, run.DB, run.Tenant.ID)
+	s, err := loadStored(ctx, run.DB, run.Tenant.ID)
 	if err == nil && run.Log != nil {
-		run.Log.Debug("diff: snapshot read", "users", u.len(), "ms", time.Since(started).Milliseconds())
+		run.Log.Debug("diff: digests read", "users", len(s.users), "ms", time.Since(started).Milliseconds())
 	}
-	return u, err
+	return s, err
 }
 
 func days(t interface{ Unix() int64 }) int32 { return int32(t.Unix() / 86400) }
 
-func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (pipeline.Stats, error) {
+func (st stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (pipeline.Stats, error) {
 	mem := run.Mem
 	if mem == nil {
 		mem = memory.NewGoAllocator()
@@ -76,19 +104,22 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 		// a big file it takes about as long as the snapshot read still has
 		// to go, so the two overlap instead of following each other.
 		rows, cols := readRows(f)
-		var snap *users
+		var sto *stored
 		waiting := time.Now()
 		if v, ok, err := f.Prefetched(ctx, Spec().Name); err != nil {
 			return pipeline.Stats{}, err
 		} else if ok {
-			snap = v.(*users)
+			sto = v.(*stored)
 			if run.Log != nil {
-				run.Log.Debug("diff: snapshot read ahead", "file", f.Name, "users", snap.len(), "waited_ms", time.Since(waiting).Milliseconds())
+				run.Log.Debug("diff: digests read ahead", "file", f.Name, "users", len(sto.users), "waited_ms", time.Since(waiting).Milliseconds())
 			}
-		} else if snap, err = loadUsers(ctx, run.DB, run.Tenant.ID); err != nil {
+		} else if sto, err = loadStored(ctx, run.DB, run.Tenant.ID); err != nil {
 			return pipeline.Stats{}, err
 		}
-		d := &userDiff{run: run, f: f, snap: snap, depts: depts, today: days(run.LogicalDate), rows: rows, cols: cols, required: requiredFields()}
+		d := &userDiff{run: run, f: f, stored: sto, depts: depts, today: days(run.LogicalDate), rows: rows, cols: cols, required: requiredFields()}
+		if err := d.snapshot(ctx, st); err != nil {
+			return pipeline.Stats{}, err
+		}
 		if err := d.run_(); err != nil {
 			return pipeline.Stats{}, err
 		}
@@ -96,6 +127,7 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 		if rec := d.deptPlan(mem); rec != nil {
 			plan.Departments = []arrow.Record{rec}
 		}
+		plan.Digests = d.digestPlan(mem)
 		plan.Counts = d.counts()
 	case schemas.KindDepartments:
 		d := &deptDiff{f: f, depts: depts, dryRun: run.DryRun}
@@ -111,6 +143,116 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 	c := plan.Counts
 	accepted := c.Created + c.Updated + c.Deactivated + c.Reactivated + c.Scheduled + c.Unchanged
 	return pipeline.Stats{RowsIn: int64(f.Rows), RowsOut: int64(accepted - c.Unchanged)}, nil
+}
+
+// snapshot digests the rows and reads the users they need: none for a
+// tenant without users; with the incremental diff, the fast rows marked
+// and the users the others reach; otherwise (or when too many rows are
+// left) every user.
+func (d *userDiff) snapshot(ctx context.Context, st stage) error {
+	d.digestRows()
+	if len(d.stored.users) == 0 {
+		d.snap = &users{byEID: map[string]int{}, byEmail: map[string]int{}, byEmailInact: map[string]int{}}
+		return nil
+	}
+	started := time.Now()
+	if st.incremental {
+		slow := d.matchFast()
+		if slow*100 <= st.maxChangedPct*len(d.stored.users) {
+			u, ok, err := d.loadReach(ctx)
+			if err != nil {
+				return err
+			}
+			if ok {
+				d.snap = u
+				if d.run.Log != nil {
+					d.run.Log.Debug("diff: incremental", "file", d.f.Name, "rows", len(d.rows), "left", len(d.rows)-d.fastN(),
+						"users_read", u.len(), "ms", time.Since(started).Milliseconds())
+				}
+				return nil
+			}
+		}
+		for i := range d.rows {
+			d.rows[i].fast = false
+		}
+		d.stored.fastRow = nil
+	}
+	u, err := loadUsers(ctx, d.run.DB, d.run.Tenant.ID)
+	if err != nil {
+		return err
+	}
+	d.snap = u
+	if d.run.Log != nil {
+		d.run.Log.Debug("diff: snapshot read", "file", d.f.Name, "users", u.len(), "ms", time.Since(started).Milliseconds())
+	}
+	return nil
+}
+
+// fastN counts the fast rows.
+func (d *userDiff) fastN() int {
+	n := 0
+	for i := range d.rows {
+		if d.rows[i].fast {
+			n++
+		}
+	}
+	return n
+}
+
+// digestPlan lists the row digests to store for users the file leaves as
+// they are, where the stored one is not what the row says: the row's
+// digest, or none for a row diff raised an issue about. A first file after
+// migration 0007 gives every user its digest this way.
+func (d *userDiff) digestPlan(mem memory.Allocator) arrow.Record {
+	type set struct {
+		id int64
+		dg *digest
+	}
+	var todo []set
+	for i := range d.rows {
+		r := &d.rows[i]
+		if r.rejected || r.action != actNone {
+			continue
+		}
+		if r.fast || r.target < 0 {
+			continue
+		}
+		k := d.stored.index(d.snap.id[r.target])
+		if k < 0 {
+			continue
+		}
+		su := &d.stored.users[k]
+		switch {
+		case r.flagged && su.hasDg:
+			todo = append(todo, set{su.id, nil})
+		case !r.flagged && (!su.hasDg || su.dg != d.dig[i]):
+			todo = append(todo, set{su.id, &d.dig[i]})
+		}
+	}
+	// Fast rows on a manager loop were reported (revertLoop): their
+	// digests go.
+	for _, id := range d.flaggedFast {
+		if k := d.stored.index(id); k >= 0 && d.stored.users[k].hasDg {
+			todo = append(todo, set{id, nil})
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	b := array.NewRecordBuilder(mem, schemas.PlanDigests())
+	defer b.Release()
+	ids, dgs := b.Field(0).(*array.Int64Builder), b.Field(1).(*array.FixedSizeBinaryBuilder)
+	ids.Reserve(len(todo))
+	dgs.Reserve(len(todo))
+	for _, t := range todo {
+		ids.Append(t.id)
+		if t.dg == nil {
+			dgs.AppendNull()
+		} else {
+			dgs.Append(t.dg[:])
+		}
+	}
+	return b.NewRecord()
 }
 
 // plan builds the user actions: a record per batch of the file, in row
@@ -138,7 +280,7 @@ func (d *userDiff) plan(mem memory.Allocator) []arrow.Record {
 		for _, j := range d.omitted {
 			s := d.snap.state(j)
 			s.active = false
-			p.emit(0, schemas.ActDeactivate, d.snap.id[j], s, 0, d.today)
+			p.emit(0, schemas.ActDeactivate, d.snap.id[j], s, 0, d.today, nil)
 		}
 		out = append(out, p.record(len(d.omitted), nil))
 	}
@@ -147,7 +289,7 @@ func (d *userDiff) plan(mem memory.Allocator) []arrow.Record {
 
 // planWidth is the number of columns of schemas.PlanUsers, which the
 // plan's builders index by position.
-const planWidth = 17
+const planWidth = 18
 
 // planText adds a plan row's text to text, by plan column, for reserving.
 func planText(text *[planWidth]int, action string, s *state) {
@@ -215,7 +357,12 @@ func (d *userDiff) planBatch(mem memory.Allocator, b int) arrow.Record {
 		if r.action == actDeactivate && r.fin.hasDeact && r.fin.deact < eff {
 			eff = r.fin.deact
 		}
-		p.emit(r.src, r.action.String(), userID, r.fin, mgrRow, eff)
+		// The digest vouches for a row applied without an issue from diff.
+		var dg *digest
+		if !r.flagged {
+			dg = &d.dig[r.pos]
+		}
+		p.emit(r.src, r.action.String(), userID, r.fin, mgrRow, eff, dg)
 	}
 	return p.record(n, &reuse)
 }
@@ -289,7 +436,7 @@ func newPlanBuilder(mem memory.Allocator, n int, text [planWidth]int, skip [plan
 
 func (p *planBuilder) release() { p.b.Release() }
 
-func (p *planBuilder) emit(row int32, action string, userID int64, s state, mgrRow int32, effective int32) {
+func (p *planBuilder) emit(row int32, action string, userID int64, s state, mgrRow int32, effective int32, dg *digest) {
 	f, skip := p.f, &p.skip
 	text := func(c int, v string) {
 		if !skip[c] {
@@ -319,6 +466,11 @@ func (p *planBuilder) emit(row int32, action string, userID int64, s state, mgrR
 	f[14].(*array.StringBuilder).Append(s.custom)
 	f[15].(*array.BooleanBuilder).Append(s.active)
 	f[16].(*array.Date32Builder).Append(arrow.Date32(effective))
+	if dg != nil {
+		f[17].(*array.FixedSizeBinaryBuilder).Append(dg[:])
+	} else {
+		f[17].AppendNull()
+	}
 }
 
 // record makes the n appended rows a record, with the columns in reuse

@@ -35,7 +35,7 @@ func (d *userDiff) resolveManagers() {
 		p := cands{lo: lo, mail: make([]int32, 0, hi-lo), byID: make([]int32, 0, hi-lo)}
 		for i := lo; i < hi; i++ {
 			r := &d.rows[i]
-			if r.rejected {
+			if !r.open() {
 				continue
 			}
 			if d.val(r, fMgrEmail) != "" {
@@ -134,7 +134,7 @@ func (d *userDiff) resolveManagers() {
 		changed := false
 		for i := lo; i < hi; i++ {
 			r := &d.rows[i]
-			if r.rejected || !(r.sets(fMgrID) || r.sets(fMgrEmail)) {
+			if !r.open() || !(r.sets(fMgrID) || r.sets(fMgrEmail)) {
 				continue
 			}
 			col, ref := "", ""
@@ -235,7 +235,7 @@ func (d *userDiff) managerRefs() (mail, id map[string]struct{}) {
 		m, e := map[string]struct{}{}, map[string]struct{}{}
 		for i := lo; i < hi; i++ {
 			r := &d.rows[i]
-			if r.rejected {
+			if !r.open() {
 				continue
 			}
 			if v := d.val(r, fMgrEmail); v != "" {
@@ -348,39 +348,62 @@ func (d *userDiff) breakCycles() {
 
 // revertLoop reports every file row on the loop and gives it back its
 // previous manager. It returns false for a loop the file did not touch.
+// A fast row (digest.go) on the loop is reported as well, as the full diff
+// would: its user keeps its manager, and its digest goes.
 func (d *userDiff) revertLoop(loop []int, n int, rowOfSnap func(int) int) bool {
-	var rows []int
+	type onLoop struct {
+		i, node int
+		email   string // the user's e-mail after the file
+		fast    bool
+	}
+	var rows []onLoop
 	touched := false
 	for _, node := range loop {
-		i := -1
-		if node >= n {
+		switch i := -1; {
+		case node >= n:
 			i = node - n
-		} else {
-			i = rowOfSnap(node)
-		}
-		if i >= 0 {
-			rows = append(rows, i)
+			rows = append(rows, onLoop{i, node, d.rows[i].fin.email, false})
 			touched = touched || d.rows[i].mgrSet
+		default:
+			if i = rowOfSnap(node); i >= 0 {
+				rows = append(rows, onLoop{i, node, d.rows[i].fin.email, false})
+				touched = touched || d.rows[i].mgrSet
+			} else if i = d.fastUser(node); i >= 0 {
+				rows = append(rows, onLoop{i, node, d.snap.st[node].email, true})
+			}
 		}
 	}
 	if !touched {
 		return false
 	}
+	// The loop is told from its row that comes first in the file, however
+	// the walk came upon it (fast rows start no walk: digest.go).
+	first := 0
+	for k, o := range rows {
+		if d.rows[o.i].pos < d.rows[rows[first].i].pos {
+			first = k
+		}
+	}
+	rows = append(rows[first:], rows[:first]...)
 	names := ""
-	for k, i := range rows {
+	for k, o := range rows {
 		if k > 0 {
 			names += " → "
 		}
-		names += d.rows[i].fin.email
+		names += o.email
 	}
-	for _, i := range rows {
-		r := &d.rows[i]
+	for _, o := range rows {
+		r := &d.rows[o.i]
 		col := schemas.ColManagerEmail
 		if r.sets(fMgrID) && d.val(r, fMgrID) != "" {
 			col = schemas.ColManagerID
 		}
 		d.issue(r, col, schemas.CodeManagerCycle,
 			fmt.Sprintf("these managers form a loop (%s); every row on it keeps its previous manager", names), d.val(r, fMgrEmail)+d.val(r, fMgrID), pipeline.SeverityError)
+		if o.fast {
+			d.flaggedFast = append(d.flaggedFast, d.snap.id[o.node])
+			continue // its user keeps its manager: nothing to give back
+		}
 		if r.target >= 0 {
 			r.fin.mgr, r.fin.mgrRow = d.snap.st[r.target].mgr, -1
 		} else {

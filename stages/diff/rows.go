@@ -55,6 +55,12 @@ type inRow struct {
 	// same: fin equals the snapshot's state when decided (its manager
 	// still the snapshot's), so classify need only look at the manager.
 	same bool
+	// fast: the row says again what its user is (digest.go); diff leaves
+	// it alone and counts it unchanged.
+	fast bool
+	// flagged: diff raised an issue about the row, so apply stores no row
+	// digest for its user.
+	flagged bool
 
 	// decided by diff
 	action act
@@ -80,6 +86,10 @@ var actions = [...]string{actNone: "", actCreate: schemas.ActCreate, actUpdate: 
 func (a act) String() string { return actions[a] }
 
 func (r *inRow) sets(f int) bool { return r.has&(1<<f) != 0 }
+
+// open reports whether diff decides row r: validate and diff did not
+// reject it, and it is not fast.
+func (r *inRow) open() bool { return !r.rejected && !r.fast }
 
 // state is a user's state: before (from the snapshot) or after the file.
 type state struct {

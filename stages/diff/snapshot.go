@@ -79,19 +79,39 @@ func loadUsers(ctx context.Context, db *sqlx.DB, tenant string) (*users, error) 
 	if err := db.GetContext(ctx, &n, `SELECT count(*) FROM users WHERE tenant_id = $1`, tenant); err != nil {
 		return nil, fmt.Errorf("diff: count users: %w", err)
 	}
+	return readUsers(ctx, db, fmt.Sprintf(snapshotSQL, pipeline.QuoteLiteral(tenant)), n)
+}
+
+// readUsers reads the users query selects (snapshotSQL's columns), n of
+// them expected, and indexes them.
+func readUsers(ctx context.Context, db *sqlx.DB, query string, n int) (*users, error) {
 	u := &users{id: make([]int64, 0, n), st: make([]state, 0, n)}
-	// The text is kept in a chunked arena: a million users would otherwise
-	// be ten million small allocations.
 	var ar arena
-	_, err := pipeline.CopyOut(ctx, db, fmt.Sprintf(snapshotSQL, pipeline.QuoteLiteral(tenant)), func(f [][]byte) error {
-		if err := u.add(f, &ar); err != nil {
+	if err := u.read(ctx, db, query, &ar); err != nil {
+		return nil, err
+	}
+	u.build()
+	return u, nil
+}
+
+// read appends the users query selects (snapshotSQL's columns). The text
+// is kept in a chunked arena: a million users would otherwise be ten
+// million small allocations.
+func (u *users) read(ctx context.Context, db *sqlx.DB, query string, ar *arena) error {
+	_, err := pipeline.CopyOut(ctx, db, query, func(f [][]byte) error {
+		if err := u.add(f, ar); err != nil {
 			return fmt.Errorf("user %d: %w", len(u.id)+1, err)
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("diff: read users: %w", err)
+		return fmt.Errorf("diff: read users: %w", err)
 	}
+	return nil
+}
+
+// build sorts the users read by id and builds the lookups.
+func (u *users) build() {
 	if !slices.IsSorted(u.id) {
 		u.sortByID()
 	}
@@ -116,7 +136,6 @@ func loadUsers(ctx context.Context, db *sqlx.DB, tenant string) (*users, error) 
 			}
 		}
 	})
-	return u, nil
 }
 
 // snapshotSQL reads the users of tenant %s (a quoted literal: COPY takes
@@ -131,10 +150,13 @@ func loadUsers(ctx context.Context, db *sqlx.DB, tenant string) (*users, error) 
 // on a 1M-user tenant alone in its table. Rows come in id order anyway
 // while a tenant's users were only ever COPYed in; loadUsers sorts them
 // when updates have moved some.
-const snapshotSQL = `SELECT u.id, u.manager_id, u.start_date, u.deactivation_date, u.active,
+const snapshotSQL = usersSQL + ` WHERE u.tenant_id = %s`
+
+// usersSQL selects the users' state, in the columns add reads; the
+// caller adds the WHERE clause.
+const usersSQL = `SELECT u.id, u.manager_id, u.start_date, u.deactivation_date, u.active,
 		u.employee_id, u.email, u.first_name, u.last_name, d.name_key, u.title, u.location, u.custom
-		FROM users u LEFT JOIN departments d ON d.id = u.department_id
-		WHERE u.tenant_id = %s`
+		FROM users u LEFT JOIN departments d ON d.id = u.department_id`
 
 // pgEpochDays is 2000-01-01, PostgreSQL's date zero, in days since 1970.
 const pgEpochDays = 10957

@@ -33,9 +33,18 @@ type userDiff struct {
 	deptOrder  []string
 	reactDepts map[string]bool
 	required   []requiredField
+	// The incremental diff (digest.go): what was read instead of every
+	// user's state, each row's digest (by position), and the users of fast
+	// rows that revertLoop reported, and the fast rows that stay fast
+	// only while their manager's row does.
+	stored      *stored
+	dig         []digest
+	flaggedFast []int64
+	waiting     []waitingRow
 }
 
 func (d *userDiff) issue(r *inRow, col, code, msg, value string, sev pipeline.Severity) {
+	r.flagged = true
 	d.f.Issues.Add(pipeline.Issue{Row: int(r.src), Column: col, Code: code, Severity: sev, Message: msg, Value: value})
 }
 
@@ -62,7 +71,7 @@ func (d *userDiff) run_() error {
 		keys := deptKeys{}
 		var mine []missing
 		for i := lo; i < hi; i++ {
-			if r := &d.rows[i]; !r.rejected {
+			if r := &d.rows[i]; r.open() {
 				if rf := d.decide(r, keys); rf != nil {
 					mine = append(mine, missing{r, rf.col})
 				}
@@ -89,7 +98,7 @@ func (d *userDiff) run_() error {
 	d.resolveDepartments()
 	pipeline.Parallel(len(d.rows), 1<<14, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
-			if r := &d.rows[i]; !r.rejected {
+			if r := &d.rows[i]; r.open() {
 				d.classify(r)
 			}
 		}
@@ -110,7 +119,10 @@ func (d *userDiff) identify() {
 	cand := make([]int32, len(d.rows))
 	pipeline.Parallel(len(d.rows), 1<<14, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
-			cand[i] = int32(d.lookup(&d.rows[i]))
+			cand[i] = -1
+			if !d.rows[i].fast {
+				cand[i] = int32(d.lookup(&d.rows[i]))
+			}
 		}
 	})
 	for i := range d.rows {
@@ -322,7 +334,7 @@ func (d *userDiff) checkEmails() {
 	pipeline.Parallel(len(d.rows), 1<<14, func(lo, hi int) {
 		for i := lo; i < hi && !clash.Load(); i++ {
 			r := &d.rows[i]
-			if r.rejected || !r.fin.active {
+			if !r.open() || !r.fin.active {
 				continue
 			}
 			if j, ok := holder(r.fin.email); ok && j != int(r.target) {
@@ -334,7 +346,7 @@ func (d *userDiff) checkEmails() {
 		changed = false
 		for i := range d.rows {
 			r := &d.rows[i]
-			if r.rejected || !r.fin.active {
+			if !r.open() || !r.fin.active {
 				continue
 			}
 			if j, ok := holder(r.fin.email); ok && j != int(r.target) {
@@ -362,7 +374,7 @@ func (d *userDiff) omit() {
 		return
 	}
 	for j := 0; j < d.snap.len(); j++ {
-		if d.claimed[j] >= 0 || !d.snap.st[j].active {
+		if d.claimed[j] >= 0 || !d.snap.st[j].active || d.fastUser(j) >= 0 {
 			continue
 		}
 		d.omitted = append(d.omitted, j)
@@ -408,7 +420,7 @@ func (d *userDiff) checkSeats() {
 	var adding []*inRow
 	for i := range d.rows {
 		r := &d.rows[i]
-		if r.rejected || !r.fin.active {
+		if !r.open() || !r.fin.active {
 			continue
 		}
 		if r.target < 0 || !d.snap.st[r.target].active {
@@ -435,7 +447,7 @@ func (d *userDiff) resolveDepartments() {
 	d.newDepts, d.reactDepts = map[string]string{}, map[string]bool{}
 	for i := range d.rows {
 		r := &d.rows[i]
-		if r.rejected || !r.sets(fDept) || r.fin.deptKey == "" {
+		if !r.open() || !r.sets(fDept) || r.fin.deptKey == "" {
 			continue
 		}
 		key := r.fin.deptKey

@@ -1,0 +1,398 @@
+package stages_test
+
+import (
+	"context"
+	"encoding/csv"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/roster-hr/roster/pipeline"
+	"github.com/roster-hr/roster/pipeline/pgtest"
+	"github.com/roster-hr/roster/stages"
+)
+
+// TestIncrementalDiffMatchesFull sends one random sequence of user files to
+// two tenants, one diffed incrementally (on every step, whatever share of
+// its rows changes) and one in full, and requires the same outcome at every
+// step: the file's status, counts and issues, and the whole directory. The
+// files change e-mails (swaps, reuse of a released one), managers (by
+// e-mail and by id, stale references, loops, self-references), dates that
+// come due as the days pass, departments, rows without an employee id,
+// duplicates, and users left out of the file, a few at a time, as nightly
+// files do; some steps change nothing but the row order.
+func TestIncrementalDiffMatchesFull(t *testing.T) {
+	db, _ := pgtest.New(t)
+	var took incrementalLog
+	log := slog.New(&took)
+	const seeds, steps = 6, 30
+	for seed := 1; seed <= seeds; seed++ {
+		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
+			t.Parallel()
+			omitted := "keep"
+			if seed%2 == 1 {
+				omitted = "deactivate"
+			}
+			inc, full := fmt.Sprintf("inc-%d", seed), fmt.Sprintf("full-%d", seed)
+			for _, id := range []string{inc, full} {
+				tn := pipeline.NewTenant(id)
+				tn.ExportEnabled = false
+				tn.Omitted = omitted
+				if err := (pipeline.Tenants{DB: db}).Put(context.Background(), tn); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rn := &pipeline.Runner{DB: db, Registry: stages.Registry(), StagingDir: t.TempDir(), Log: log}
+			g := newPopulation(uint64(seed), 60)
+			dir := t.TempDir()
+			day0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+			for step := 0; step < steps; step++ {
+				today := day0.AddDate(0, 0, step)
+				if step > 0 {
+					g.mutate(today)
+				}
+				path := filepath.Join(dir, fmt.Sprintf("users-%02d.csv", step))
+				g.write(t, path)
+				outcome := func(tenant string, opts pipeline.Options) stepOutcome {
+					res, err := rn.Run(context.Background(), pipeline.Request{Tenant: tenant, LogicalDate: today,
+						Files:     []*pipeline.File{{Name: filepath.Base(path), Source: path, ModTime: today}},
+						Overrides: map[string]pipeline.Options{"diff": opts}})
+					if err != nil {
+						t.Fatalf("step %d, %s: %v", step, tenant, err)
+					}
+					f := res.Files[0]
+					if f.Status == pipeline.StatusFailed {
+						t.Fatalf("step %d, %s: failed: %v", step, tenant, f.Err)
+					}
+					return stepOutcome{Status: f.Status, Counts: f.Counts, Issues: f.Issues.List(), Directory: snapshot(t, db, tenant)}
+				}
+				a, b := outcome(inc, incrementalAlways), outcome(full, fullDiff)
+				if !reflect.DeepEqual(a, b) {
+					t.Fatalf("step %d (%s, omitted users: %s): the incremental diff and the full diff disagree\n%s\nfile:\n%s",
+						step, today.Format(time.DateOnly), omitted, disagreement(a, b), readFile(t, path))
+				}
+			}
+			if t.Failed() {
+				return
+			}
+			// The digests were written: the last file, sent again in
+			// another order, leaves every accepted row to the fast path
+			// unless an issue or a date keeps it.
+			if n := digestCount(t, db, inc); n == 0 {
+				t.Errorf("no user of %s has a row digest after %d files", inc, steps)
+			}
+		})
+	}
+	t.Cleanup(func() {
+		// Without rows that were both fast and left to the diff, this test
+		// would prove nothing about the incremental path.
+		if !t.Failed() && (took.mixed.Load() < seeds*steps/4 || took.allFast.Load() == 0) {
+			t.Errorf("the incremental path ran with fast and slow rows in %d steps and with only fast rows in %d: too few for this test to mean anything",
+				took.mixed.Load(), took.allFast.Load())
+		}
+	})
+}
+
+// disagreement says what differs between the incremental outcome a and
+// the full one b: the status, the counts, and the issues and directory
+// lines that only one has.
+func disagreement(a, b stepOutcome) string {
+	var out strings.Builder
+	if a.Status != b.Status || a.Counts != b.Counts {
+		fmt.Fprintf(&out, "incremental: %s %+v\nfull:        %s %+v\n", a.Status, a.Counts, b.Status, b.Counts)
+	}
+	only := func(name string, x, y []string) {
+		for _, v := range x {
+			if !slices.Contains(y, v) {
+				fmt.Fprintf(&out, "only %s: %s\n", name, v)
+			}
+		}
+	}
+	var ia, ib []string
+	for _, i := range a.Issues {
+		ia = append(ia, fmt.Sprintf("%+v", i))
+	}
+	for _, i := range b.Issues {
+		ib = append(ib, fmt.Sprintf("%+v", i))
+	}
+	only("incremental", ia, ib)
+	only("full", ib, ia)
+	da, db := strings.Split(a.Directory, "\n"), strings.Split(b.Directory, "\n")
+	only("incremental", da, db)
+	only("full", db, da)
+	return out.String()
+}
+
+type stepOutcome struct {
+	Status    pipeline.FileStatus
+	Counts    pipeline.Counts
+	Issues    []pipeline.Issue
+	Directory string
+}
+
+// incrementalLog counts diff's "incremental" debug records: steps where
+// some rows were fast and some left to the diff, and steps where all were
+// fast.
+type incrementalLog struct{ mixed, allFast atomic.Int64 }
+
+func (*incrementalLog) Enabled(context.Context, slog.Level) bool { return true }
+func (h *incrementalLog) WithAttrs([]slog.Attr) slog.Handler     { return h }
+func (h *incrementalLog) WithGroup(string) slog.Handler          { return h }
+func (h *incrementalLog) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "diff: incremental" {
+		return nil
+	}
+	var rows, left int64
+	r.Attrs(func(a slog.Attr) bool {
+		switch a.Key {
+		case "rows":
+			rows = a.Value.Int64()
+		case "left":
+			left = a.Value.Int64()
+		}
+		return true
+	})
+	switch {
+	case left == 0:
+		h.allFast.Add(1)
+	case left < rows:
+		h.mixed.Add(1)
+	}
+	return nil
+}
+
+func digestCount(t *testing.T, db *sqlx.DB, tenant string) int {
+	t.Helper()
+	var n int
+	if err := db.Get(&n, `SELECT count(*) FROM users WHERE tenant_id = $1 AND row_digest IS NOT NULL`, tenant); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func readFile(t *testing.T, path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// person is one user as the HR system exports them.
+type person struct {
+	eid, email, first, last, dept, title, loc string
+	mgrEmail, mgrID                           string // at most one set
+	deact                                     string
+	present                                   bool
+}
+
+// population is a customer's HR system, changing a little every day.
+type population struct {
+	rng    *rand.Rand
+	people []*person
+	next   int
+	extra  []person // rows in today's file only (duplicates)
+}
+
+func newPopulation(seed uint64, n int) *population {
+	g := &population{rng: rand.New(rand.NewPCG(seed, 7))}
+	for i := 0; i < n; i++ {
+		g.add()
+	}
+	for i, p := range g.people {
+		if i > 0 {
+			g.setManager(p, g.people[g.rng.IntN(i)])
+		}
+	}
+	return g
+}
+
+var depts = []string{"Sales", "Engineering", "Finance", "People", "Support"}
+
+func (g *population) add() *person {
+	g.next++
+	p := &person{eid: fmt.Sprint(1000 + g.next), email: fmt.Sprintf("p%d@example.com", g.next), first: "First", last: fmt.Sprint("Last", g.next),
+		dept: depts[g.rng.IntN(len(depts))], title: "Analyst", loc: "Berlin", present: true}
+	g.people = append(g.people, p)
+	return p
+}
+
+func (g *population) pick() *person { return g.people[g.rng.IntN(len(g.people))] }
+
+func (g *population) setManager(p, m *person) {
+	p.mgrEmail, p.mgrID = "", ""
+	if g.rng.IntN(3) == 0 && m.eid != "" {
+		p.mgrID = m.eid
+	} else {
+		p.mgrEmail = m.email
+	}
+}
+
+// mutate makes today's few changes.
+func (g *population) mutate(today time.Time) {
+	g.extra = nil
+	for n := g.rng.IntN(5); n > 0; n-- {
+		p := g.pick()
+		switch g.rng.IntN(16) {
+		case 0:
+			p.title = fmt.Sprint("Title ", g.rng.IntN(4))
+		case 1: // a new e-mail; most reports follow
+			old := p.email
+			g.next++
+			p.email = fmt.Sprintf("renamed%d@example.com", g.next)
+			for _, q := range g.people {
+				if q.mgrEmail == old && g.rng.IntN(10) < 7 {
+					q.mgrEmail = p.email
+				}
+			}
+		case 2: // two people swap e-mails
+			q := g.pick()
+			p.email, q.email = q.email, p.email
+		case 3:
+			g.setManager(p, g.pick()) // sometimes a loop, sometimes themselves
+		case 4:
+			p.mgrEmail, p.mgrID = "nobody@example.com", ""
+		case 5:
+			p.deact = today.AddDate(0, 0, g.rng.IntN(4)-1).Format(time.DateOnly)
+		case 6:
+			p.deact = ""
+		case 7: // someone new, now and then with an e-mail someone else gave up
+			q := g.add()
+			if o := g.pick(); !o.present || o.deact != "" {
+				q.email = o.email
+			}
+			g.setManager(q, g.pick())
+		case 8:
+			p.present = false
+		case 9:
+			p.present = true
+		case 10:
+			if g.rng.IntN(3) == 0 {
+				p.dept = fmt.Sprint("New dept ", g.rng.IntN(3))
+			} else {
+				p.dept = depts[g.rng.IntN(len(depts))]
+			}
+		case 11:
+			g.extra = append(g.extra, *p)
+		case 12:
+			p.eid = ""
+		case 13:
+			p.loc = fmt.Sprint("Site ", g.rng.IntN(3))
+		case 14: // a manager's e-mail changes and no report follows
+			g.next++
+			p.email = fmt.Sprintf("moved%d@example.com", g.next)
+		case 15:
+			p.mgrEmail, p.mgrID = "", ""
+		}
+	}
+}
+
+// write writes today's export, its rows in a new order.
+func (g *population) write(t *testing.T, path string) {
+	t.Helper()
+	var rows []person
+	for _, p := range g.people {
+		if p.present {
+			rows = append(rows, *p)
+		}
+	}
+	rows = append(rows, g.extra...)
+	g.rng.Shuffle(len(rows), func(i, j int) { rows[i], rows[j] = rows[j], rows[i] })
+	fh, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := csv.NewWriter(fh)
+	w.Write([]string{"employee_id", "email", "first_name", "last_name", "manager_email", "manager_id", "department_name", "title", "location", "deactivation_date"}) //nolint:errcheck
+	for _, p := range rows {
+		w.Write([]string{p.eid, p.email, p.first, p.last, p.mgrEmail, p.mgrID, p.dept, p.title, p.loc, p.deact}) //nolint:errcheck
+	}
+	w.Flush()
+	if err := w.Error(); err != nil {
+		t.Fatal(err)
+	}
+	if err := fh.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRowDigestsForgottenAndRestored: a user changed outside a file (an
+// operator's UPDATE) loses its row digest, so the same row sent again puts
+// the user back as the file says instead of passing as unchanged; users
+// without digests (as after migration 0007) get them from the next file
+// that leaves them as they are, and the file after that passes over them
+// without reading them.
+func TestRowDigestsForgottenAndRestored(t *testing.T) {
+	db, _ := pgtest.New(t)
+	ctx := context.Background()
+	tn := pipeline.NewTenant("digests")
+	tn.ExportEnabled = false
+	if err := (pipeline.Tenants{DB: db}).Put(ctx, tn); err != nil {
+		t.Fatal(err)
+	}
+	var took incrementalLog
+	rn := &pipeline.Runner{DB: db, Registry: stages.Registry(), StagingDir: t.TempDir(), Log: slog.New(&took)}
+	g := newPopulation(99, 40)
+	dir := t.TempDir()
+	today := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	send := func(step int) pipeline.Counts {
+		t.Helper()
+		path := filepath.Join(dir, fmt.Sprintf("users-%d.csv", step))
+		g.write(t, path) // the same rows, in a new order
+		res, err := rn.Run(ctx, pipeline.Request{Tenant: tn.ID, LogicalDate: today,
+			Files: []*pipeline.File{{Name: filepath.Base(path), Source: path, ModTime: today.Add(time.Duration(step) * time.Second)}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f := res.Files[0]; f.Status != pipeline.StatusApplied {
+			t.Fatalf("file %d: %s %v %+v", step, f.Status, f.Err, f.Issues.List())
+		}
+		return res.Files[0].Counts
+	}
+	if c := send(0); c.Created != 40 {
+		t.Fatalf("first load: %+v", c)
+	}
+	if n := digestCount(t, db, tn.ID); n != 40 {
+		t.Fatalf("%d of 40 users have a row digest after the first load", n)
+	}
+	// An operator's edit.
+	if _, err := db.Exec(`UPDATE users SET title = 'Changed by hand' WHERE tenant_id = $1 AND email = 'p7@example.com'`, tn.ID); err != nil {
+		t.Fatal(err)
+	}
+	if n := digestCount(t, db, tn.ID); n != 39 {
+		t.Fatalf("after an edit by hand %d users have a row digest, want 39", n)
+	}
+	if c := send(1); c.Updated != 1 || c.Unchanged != 39 {
+		t.Fatalf("the file after the edit: %+v, want the edited user updated back", c)
+	}
+	var title string
+	if err := db.Get(&title, `SELECT title FROM users WHERE tenant_id = $1 AND email = 'p7@example.com'`, tn.ID); err != nil || title != "Analyst" {
+		t.Fatalf("title %q (%v), want the file's Analyst back", title, err)
+	}
+	// As after migration 0007: no digests at all.
+	if _, err := db.Exec(`UPDATE users SET row_digest = NULL WHERE tenant_id = $1`, tn.ID); err != nil {
+		t.Fatal(err)
+	}
+	if c := send(2); c.Unchanged != 40 {
+		t.Fatalf("the file after the digests went: %+v", c)
+	}
+	if n := digestCount(t, db, tn.ID); n != 40 {
+		t.Fatalf("%d of 40 users have their row digest back, want all", n)
+	}
+	before := took.allFast.Load()
+	if c := send(3); c.Unchanged != 40 {
+		t.Fatalf("the next file: %+v", c)
+	}
+	if took.allFast.Load() != before+1 {
+		t.Fatalf("the next file was not passed over by its digests")
+	}
+}
