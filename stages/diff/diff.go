@@ -175,7 +175,7 @@ func (d *userDiff) snapshot(ctx context.Context, st stage) error {
 		for i := range d.rows {
 			d.rows[i].fast = false
 		}
-		d.stored.fastRow = nil
+		d.stored.fastRow, d.waiting = nil, nil
 	}
 	u, err := loadUsers(ctx, d.run.DB, d.run.Tenant.ID)
 	if err != nil {

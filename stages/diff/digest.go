@@ -1,15 +1,16 @@
 package diff
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
+	"database/sql/driver"
 	"encoding/binary"
 	"fmt"
 	"slices"
-	"strconv"
-	"strings"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 	"github.com/roster-hr/roster/pipeline"
 	"github.com/roster-hr/roster/schemas"
 )
@@ -116,15 +117,7 @@ type storedUser struct {
 
 // index returns the position of the user with this id in s.users, or -1.
 func (s *stored) index(id int64) int {
-	if i, ok := slices.BinarySearchFunc(s.users, id, func(u storedUser, id int64) int {
-		switch {
-		case u.id < id:
-			return -1
-		case u.id > id:
-			return 1
-		}
-		return 0
-	}); ok {
+	if i, ok := slices.BinarySearchFunc(s.users, id, func(u storedUser, id int64) int { return cmp.Compare(u.id, id) }); ok {
 		return i
 	}
 	return -1
@@ -137,8 +130,7 @@ const storedSQL = `SELECT id, row_digest, active, department_id, manager_id FROM
 // loadStored reads the tenant's row digests.
 func loadStored(ctx context.Context, db *sqlx.DB, tenant string) (*stored, error) {
 	s := &stored{}
-	lit := pipeline.QuoteLiteral(tenant)
-	_, err := pipeline.CopyOut(ctx, db, fmt.Sprintf(storedSQL, lit), func(f [][]byte) error {
+	_, err := pipeline.CopyOut(ctx, db, fmt.Sprintf(storedSQL, pipeline.QuoteLiteral(tenant)), func(f [][]byte) error {
 		if len(f) != 5 {
 			return fmt.Errorf("%d columns, want 5", len(f))
 		}
@@ -197,15 +189,7 @@ func loadStored(ctx context.Context, db *sqlx.DB, tenant string) (*stored, error
 	return s, nil
 }
 
-func byID(a, b storedUser) int {
-	switch {
-	case a.id < b.id:
-		return -1
-	case a.id > b.id:
-		return 1
-	}
-	return 0
-}
+func byID(a, b storedUser) int { return cmp.Compare(a.id, b.id) }
 
 // digestRows digests every row validate accepted, on every core.
 func (d *userDiff) digestRows() {
@@ -553,21 +537,16 @@ func (d *userDiff) demote(u *users) (int, map[string]struct{}) {
 			touch(old.eid)
 		}
 	}
-	has := func(m map[string]struct{}, v string) bool {
-		_, ok := m[v]
-		return ok && v != ""
+	// Neither set holds "": no key of a user is ever looked up as one.
+	reached := func(v string) bool {
+		_, t := touched[v]
+		_, n := named[v]
+		return t || n
 	}
 	for j := range u.id {
-		st := &u.st[j]
-		keys := []string{st.email}
-		if st.hasEID {
-			keys = append(keys, st.eid)
-		}
-		for _, v := range keys {
-			if has(touched, v) || has(named, v) {
-				if k := s.index(u.id[j]); k >= 0 {
-					slowUser(k)
-				}
+		if st := &u.st[j]; reached(st.email) || (st.hasEID && reached(st.eid)) {
+			if k := s.index(u.id[j]); k >= 0 {
+				slowUser(k)
 			}
 		}
 	}
@@ -576,8 +555,10 @@ func (d *userDiff) demote(u *users) (int, map[string]struct{}) {
 			if i < 0 {
 				continue
 			}
-			if _, ref := managerRef(d, &d.rows[i]); has(touched, ref) {
-				slowUser(k)
+			if _, ref := managerRef(d, &d.rows[i]); ref != "" {
+				if _, ok := touched[ref]; ok {
+					slowUser(k)
+				}
 			}
 		}
 	}
@@ -603,8 +584,8 @@ func (d *userDiff) readReach(ctx context.Context, ids []int64, eids, emails []st
 	u := &users{}
 	var ar arena
 	lit := pipeline.QuoteLiteral(d.run.Tenant.ID)
-	if err := u.read(ctx, d.run.DB, usersSQL+` WHERE u.tenant_id = `+lit+` AND (u.id = ANY(`+int8Array(ids)+`)
-		OR u.employee_id = ANY(`+textArray(eids)+`) OR u.email = ANY(`+textArray(emails)+`))`, &ar); err != nil {
+	if err := u.read(ctx, d.run.DB, usersSQL+` WHERE u.tenant_id = `+lit+` AND (u.id = ANY(`+arrayLiteral(pq.Int64Array(ids), "bigint[]")+`)
+		OR u.employee_id = ANY(`+arrayLiteral(pq.StringArray(eids), "text[]")+`) OR u.email = ANY(`+arrayLiteral(pq.StringArray(emails), "text[]")+`))`, &ar); err != nil {
 		return nil, err
 	}
 	have := make(map[int64]bool, len(u.id))
@@ -624,7 +605,7 @@ func (d *userDiff) readReach(ctx context.Context, ids []int64, eids, emails []st
 		}
 	}
 	if len(above) > 0 {
-		if err := u.read(ctx, d.run.DB, usersSQL+` WHERE u.tenant_id = `+lit+` AND u.id = ANY(`+int8Array(above)+`)`, &ar); err != nil {
+		if err := u.read(ctx, d.run.DB, usersSQL+` WHERE u.tenant_id = `+lit+` AND u.id = ANY(`+arrayLiteral(pq.Int64Array(above), "bigint[]")+`)`, &ar); err != nil {
 			return nil, err
 		}
 	}
@@ -632,38 +613,13 @@ func (d *userDiff) readReach(ctx context.Context, ids []int64, eids, emails []st
 	return u, nil
 }
 
-// int8Array is a bigint[] literal of ids.
-func int8Array(ids []int64) string {
-	var b strings.Builder
-	b.WriteString("'{")
-	for i, id := range ids {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(strconv.FormatInt(id, 10))
+// arrayLiteral is the array v (a lib/pq array, which escapes its
+// elements) as one quoted SQL literal cast to typ: the server parses it as
+// an array much faster than an ARRAY[…] of as many constants.
+func arrayLiteral(v driver.Valuer, typ string) string {
+	text, _ := v.Value() // lib/pq's arrays never fail; a nil one is NULL
+	if text == nil {
+		text = "{}"
 	}
-	b.WriteString("}'::bigint[]")
-	return b.String()
-}
-
-// textArray is a text[] literal of vs: one quoted string that the server
-// parses as an array, much faster than an ARRAY[…] of as many constants.
-func textArray(vs []string) string {
-	var b strings.Builder
-	b.WriteString("{")
-	for i, v := range vs {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteByte('"')
-		for j := 0; j < len(v); j++ {
-			if c := v[j]; c == '"' || c == '\\' {
-				b.WriteByte('\\')
-			}
-			b.WriteByte(v[j])
-		}
-		b.WriteByte('"')
-	}
-	b.WriteString("}")
-	return pipeline.QuoteLiteral(b.String()) + "::text[]"
+	return pipeline.QuoteLiteral(text.(string)) + "::" + typ
 }
