@@ -211,10 +211,7 @@ func (d *userDiff) digestPlan(mem memory.Allocator) arrow.Record {
 	var todo []set
 	for i := range d.rows {
 		r := &d.rows[i]
-		if r.rejected || r.action != actNone {
-			continue
-		}
-		if r.fast || r.target < 0 {
+		if r.rejected || r.fast || r.action != actNone || r.target < 0 {
 			continue
 		}
 		k := d.stored.index(d.snap.id[r.target])

@@ -394,9 +394,9 @@ func (d *userDiff) fastOK(r *inRow, u *storedUser, keys deptKeys) (fastVerdict, 
 	return fastIfManagerFast, int32(m)
 }
 
-// managerRef is the column and value row r names its manager by, as
-// resolveManagers reads it: the id before the e-mail; col "" when the row
-// sets neither, ref "" when it empties them.
+// managerRef is the column and value row r names its manager by: the id
+// before the e-mail; col "" when the row sets neither, ref "" when it
+// empties them (col is then manager_email).
 func managerRef(d *userDiff, r *inRow) (col, ref string) {
 	if !r.sets(fMgrID) && !r.sets(fMgrEmail) {
 		return "", ""

@@ -134,15 +134,12 @@ func (d *userDiff) resolveManagers() {
 		changed := false
 		for i := lo; i < hi; i++ {
 			r := &d.rows[i]
-			if !r.open() || !(r.sets(fMgrID) || r.sets(fMgrEmail)) {
+			if !r.open() {
 				continue
 			}
-			col, ref := "", ""
-			switch {
-			case r.sets(fMgrID) && d.val(r, fMgrID) != "":
-				col, ref = schemas.ColManagerID, d.val(r, fMgrID)
-			case r.sets(fMgrEmail) && d.val(r, fMgrEmail) != "":
-				col, ref = schemas.ColManagerEmail, d.val(r, fMgrEmail)
+			col, ref := managerRef(d, r)
+			if col == "" {
+				continue // the row leaves the manager as it is
 			}
 			if ref == "" {
 				// Empty manager cells: the manager is removed.
@@ -394,9 +391,9 @@ func (d *userDiff) revertLoop(loop []int, n int, rowOfSnap func(int) int) bool {
 	}
 	for _, o := range rows {
 		r := &d.rows[o.i]
-		col := schemas.ColManagerEmail
-		if r.sets(fMgrID) && d.val(r, fMgrID) != "" {
-			col = schemas.ColManagerID
+		col, _ := managerRef(d, r)
+		if col == "" {
+			col = schemas.ColManagerEmail // a row without manager columns, on the loop through its user
 		}
 		d.issue(r, col, schemas.CodeManagerCycle,
 			fmt.Sprintf("these managers form a loop (%s); every row on it keeps its previous manager", names), d.val(r, fMgrEmail)+d.val(r, fMgrID), pipeline.SeverityError)
