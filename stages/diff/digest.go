@@ -103,8 +103,10 @@ func (d *userDiff) rowDigest(r *inRow, buf []byte) (digest, []byte) {
 type stored struct {
 	users  []storedUser // in id order
 	active int          // active users
-	// byDigest finds the user with a digest; -1: more than one has it.
-	byDigest map[digest]int32
+	ids    idIndex
+	// byDigest finds the user with a digest (none when more than one has
+	// it).
+	byDigest digestIndex
 	// fastRow[k] is the fast row about users[k], or -1.
 	fastRow []int32
 }
@@ -113,15 +115,11 @@ type storedUser struct {
 	id, dept, mgr int64 // dept, mgr: 0 for none
 	dg            digest
 	hasDg, active bool
+	dupDg         bool // another user has the same digest
 }
 
 // index returns the position of the user with this id in s.users, or -1.
-func (s *stored) index(id int64) int {
-	if i, ok := slices.BinarySearchFunc(s.users, id, func(u storedUser, id int64) int { return cmp.Compare(u.id, id) }); ok {
-		return i
-	}
-	return -1
-}
+func (s *stored) index(id int64) int { return s.ids.find(id) }
 
 // storedSQL reads the tenant %s (a quoted literal) through
 // pipeline.CopyOut.
@@ -130,6 +128,10 @@ const storedSQL = `SELECT id, row_digest, active, department_id, manager_id FROM
 // loadStored reads the tenant's row digests.
 func loadStored(ctx context.Context, db *sqlx.DB, tenant string) (*stored, error) {
 	s := &stored{}
+	// In chunks, joined once at the end: growing one slice to a million
+	// users copied it ~20 times (~0.13 s of the read-ahead's CPU).
+	var chunks [][]storedUser
+	cur := make([]storedUser, 0, 1<<12)
 	_, err := pipeline.CopyOut(ctx, db, fmt.Sprintf(storedSQL, pipeline.QuoteLiteral(tenant)), func(f [][]byte) error {
 		if len(f) != 5 {
 			return fmt.Errorf("%d columns, want 5", len(f))
@@ -162,30 +164,28 @@ func loadStored(ctx context.Context, db *sqlx.DB, tenant string) (*stored, error
 		if u.active {
 			s.active++
 		}
-		s.users = append(s.users, u)
+		if len(cur) == cap(cur) {
+			chunks = append(chunks, cur)
+			cur = make([]storedUser, 0, 1<<16)
+		}
+		cur = append(cur, u)
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("diff: read row digests: %w", err)
 	}
+	s.users = slices.Concat(append(chunks, cur)...)
 	if len(s.users) == 0 {
 		return s, nil
 	}
 	if !slices.IsSortedFunc(s.users, byID) {
 		slices.SortFunc(s.users, byID)
 	}
-	s.byDigest = make(map[digest]int32, len(s.users))
+	ids := make([]int64, len(s.users))
 	for k := range s.users {
-		u := &s.users[k]
-		if !u.hasDg {
-			continue
-		}
-		if _, dup := s.byDigest[u.dg]; dup {
-			s.byDigest[u.dg] = -1
-		} else {
-			s.byDigest[u.dg] = int32(k)
-		}
+		ids[k] = s.users[k].id
 	}
+	s.ids, s.byDigest = newIDIndex(ids), newDigestIndex(s.users)
 	return s, nil
 }
 
@@ -220,7 +220,7 @@ func (d *userDiff) matchFast() int {
 			if r.rejected {
 				continue
 			}
-			if k, ok := s.byDigest[d.dig[i]]; ok && k >= 0 {
+			if k := int32(s.byDigest.find(s.users, &d.dig[i])); k >= 0 {
 				switch v, m := d.fastOK(r, &s.users[k], keys); v {
 				case fastYes:
 					cand[i] = k
@@ -234,6 +234,13 @@ func (d *userDiff) matchFast() int {
 	for k := range s.fastRow {
 		s.fastRow[k] = -1
 	}
+	waiting := 0
+	for _, m := range wait {
+		if m >= 0 {
+			waiting++
+		}
+	}
+	d.waiting = make([]waitingRow, 0, waiting)
 	for i := range d.rows {
 		k := cand[i]
 		// Two accepted rows with one digest are two equal rows, which

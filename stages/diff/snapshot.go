@@ -28,6 +28,7 @@ type users struct {
 	byEID        map[string]int
 	byEmail      map[string]int // active users
 	byEmailInact map[string]int // most recent inactive user per e-mail
+	ids          idIndex        // places by id
 }
 
 func (u *users) len() int { return len(u.id) }
@@ -60,15 +61,9 @@ func (u *users) sortByID() {
 	}
 }
 
-// index returns the snapshot index of the user with this id, or -1. The
-// snapshot is in id order (loadUsers sorts it), so a binary search does
-// what a map of a million ids did, without building it.
-func (u *users) index(id int64) int {
-	if i, ok := slices.BinarySearch(u.id, id); ok {
-		return i
-	}
-	return -1
-}
+// index returns the snapshot index of the user with this id, or -1 (see
+// idIndex; build makes it).
+func (u *users) index(id int64) int { return u.ids.find(id) }
 
 // loadUsers reads the tenant's users.
 func loadUsers(ctx context.Context, db *sqlx.DB, tenant string) (*users, error) {
@@ -115,6 +110,7 @@ func (u *users) build() {
 	if !slices.IsSorted(u.id) {
 		u.sortByID()
 	}
+	u.ids = newIDIndex(u.id)
 	// The indexes are built once the size is known (presizing them from
 	// the file's rows made a first load allocate a million-entry map for an
 	// empty tenant). The id map and the e-mail maps are independent: one
