@@ -58,7 +58,7 @@ func (x idIndex) find(id int64) int {
 }
 
 // digestIndex finds a stored user by row digest. It is a hash table with
-// open addressing whose hash is the digest's first 8 bytes: SHA-256
+// open addressing whose hash is the digest's first 8 bytes: XXH3
 // spreads them evenly already, so nothing is hashed again, and a probe is
 // one read of a 4-byte slot, where a Go map of 16-byte keys hashed each
 // key and was ~0.4 s of CPU per million lookups and inserts.
