@@ -12,11 +12,13 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sort"
 	"strings"
 
 	"github.com/apache/arrow/go/v17/arrow/array"
 	"github.com/roster-hr/roster/pipeline"
 	"github.com/roster-hr/roster/schemas"
+	"github.com/zeebo/xxh3"
 )
 
 // Spec declares the stage.
@@ -32,11 +34,10 @@ type stage struct{}
 
 // dupCol finds, for one identity column, the values carried by more than
 // one row. Most values are seen once, so the first row of each is kept in
-// a map of plain ints and only clashes get a list (a list per value made a
-// million-row file two million small allocations).
+// a table of plain ints (firstRows) and only clashes get a list (a list
+// per value made a million-row file two million small allocations).
 type dupCol struct {
 	col, code, what string
-	first           map[string]int32   // value → first 0-based row
 	clash           map[string][]int32 // value → every 0-based row, when more than one
 }
 
@@ -87,14 +88,28 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 	pipeline.Parallel(len(dups), 1, func(lo, hi int) {
 		for k := lo; k < hi; k++ {
 			d := dups[k]
-			d.first, d.clash = make(map[string]int32, f.Rows), map[string][]int32{}
+			d.clash = map[string][]int32{}
 			ci := slices.IndexFunc(f.Columns, func(c schemas.Column) bool { return c.Name == d.col })
 			if ci < 0 {
 				continue
 			}
+			key := func(v string) string { return v }
+			if f.Kind == schemas.KindDepartments {
+				key = schemas.Key
+			}
+			// The column's value at a position, for the rare rows whose
+			// value hashes like an earlier one.
+			strs := make([]*array.String, len(f.Batches))
 			for b, rec := range f.Batches {
-				str, ok := rec.Column(ci + 1).(*array.String)
-				if !ok {
+				strs[b], _ = rec.Column(ci + 1).(*array.String)
+			}
+			at := func(pos int32) string {
+				b := sort.Search(len(base), func(b int) bool { return base[b] > int(pos) }) - 1
+				return key(strs[b].Value(int(pos) - base[b]))
+			}
+			first := newFirstRows(f.Rows)
+			for b, str := range strs {
+				if str == nil {
 					continue
 				}
 				skip := outs[b].noDup[k] // ascending: a cursor walks it
@@ -111,16 +126,14 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 					if v == "" {
 						continue
 					}
-					key := v
-					if f.Kind == schemas.KindDepartments {
-						key = schemas.Key(v)
-					}
-					if p, seen := d.first[key]; !seen {
-						d.first[key] = int32(pos)
-					} else if d.clash[key] == nil {
-						d.clash[key] = []int32{p, int32(pos)}
-					} else {
-						d.clash[key] = append(d.clash[key], int32(pos))
+					kv := key(v)
+					p := first.add(xxh3.HashString(kv), int32(pos), func(p int32) bool { return at(p) == kv })
+					switch {
+					case p == int32(pos):
+					case d.clash[kv] == nil:
+						d.clash[kv] = []int32{p, int32(pos)}
+					default:
+						d.clash[kv] = append(d.clash[kv], int32(pos))
 					}
 				}
 			}
