@@ -3,6 +3,7 @@ package diff
 import (
 	"encoding/binary"
 	"math/bits"
+	"math/rand/v2"
 	"slices"
 )
 
@@ -32,11 +33,12 @@ func newIDIndex(ids []int64) idIndex {
 		return x
 	}
 	x.min = ids[0]
-	span := uint64(ids[len(ids)-1]) - uint64(ids[0]) + 1
-	if span > uint64(len(ids))*denseSpan+4096 {
+	// The span less one: ids from MinInt64 to MaxInt64 would make it 2^64.
+	d := uint64(ids[len(ids)-1]) - uint64(ids[0])
+	if d >= uint64(len(ids))*denseSpan+4096 {
 		return x
 	}
-	x.at = make([]int32, span)
+	x.at = make([]int32, d+1)
 	for i, id := range ids {
 		x.at[id-x.min] = int32(i + 1)
 	}
@@ -58,27 +60,31 @@ func (x idIndex) find(id int64) int {
 }
 
 // digestIndex finds a stored user by row digest. It is a hash table with
-// open addressing whose hash is the digest's first 8 bytes: XXH3
-// spreads them evenly already, so nothing is hashed again, and a probe is
-// one read of a 4-byte slot, where a Go map of 16-byte keys hashed each
-// key and was ~0.4 s of CPU per million lookups and inserts.
+// open addressing over the digests' first 8 bytes, which XXH3 spreads
+// evenly already: they are only mixed with a seed of the table's own, so
+// that a tenant cannot write rows whose digests crowd one run of slots
+// (the seed is random, the digests are not). A probe reads one 4-byte
+// slot, where a Go map of 16-byte keys was ~0.4 s of CPU per million
+// lookups and inserts.
 type digestIndex struct {
-	slot []int32 // place + 1 in the digests; 0: empty
-	mask uint64
+	slot  []int32 // place + 1 in the users; 0: empty
+	shift uint    // 64 - log2(len(slot))
+	seed  uint64
 }
 
 // newDigestIndex indexes the users' digests. When users share a digest,
 // only the first is indexed, marked dupDg.
 func newDigestIndex(users []storedUser) digestIndex {
 	// At most half full: linear probes stay short.
-	size := uint64(1) << bits.Len64(uint64(2*len(users)+1))
-	x := digestIndex{slot: make([]int32, size), mask: size - 1}
+	bitsN := bits.Len64(uint64(2*len(users) + 1))
+	x := digestIndex{slot: make([]int32, 1<<bitsN), shift: uint(64 - bitsN), seed: rand.Uint64()}
+	mask := uint64(len(x.slot) - 1)
 	for k := range users {
 		u := &users[k]
 		if !u.hasDg {
 			continue
 		}
-		for i := binary.LittleEndian.Uint64(u.dg[:8]) & x.mask; ; i = (i + 1) & x.mask {
+		for i := x.home(&u.dg); ; i = (i + 1) & mask {
 			s := x.slot[i]
 			if s == 0 {
 				x.slot[i] = int32(k + 1)
@@ -93,13 +99,20 @@ func newDigestIndex(users []storedUser) digestIndex {
 	return x
 }
 
+// home is the slot where the probe for d starts: the top bits of the
+// seeded key times an odd constant (Fibonacci hashing).
+func (x digestIndex) home(d *digest) uint64 {
+	return ((binary.LittleEndian.Uint64(d[:8]) ^ x.seed) * 0x9e3779b97f4a7c15) >> x.shift
+}
+
 // find returns the place of the user with digest d, or -1 for none or
 // more than one.
 func (x digestIndex) find(users []storedUser, d *digest) int {
 	if len(x.slot) == 0 {
 		return -1
 	}
-	for i := binary.LittleEndian.Uint64(d[:8]) & x.mask; ; i = (i + 1) & x.mask {
+	mask := uint64(len(x.slot) - 1)
+	for i := x.home(d); ; i = (i + 1) & mask {
 		s := x.slot[i]
 		if s == 0 {
 			return -1

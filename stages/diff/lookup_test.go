@@ -1,6 +1,7 @@
 package diff
 
 import (
+	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -37,6 +38,10 @@ func TestIDIndex(t *testing.T) {
 		{"a few apart", spread(2000, 4), true},
 		{"far apart", spread(2000, 1<<20), false},
 		{"near the top", []int64{1<<62 - 3, 1<<62 - 1, 1 << 62}, true},
+		{"the whole int64 range", []int64{math.MinInt64, -1, 0, math.MaxInt64}, false},
+		// The cut: two ids may span 2×denseSpan+4096 ids less one, not more.
+		{"at the cut", []int64{10, 10 + 2*denseSpan + 4096 - 1}, true},
+		{"past the cut", []int64{10, 10 + 2*denseSpan + 4096}, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -50,7 +55,13 @@ func TestIDIndex(t *testing.T) {
 			}
 			probe := []int64{0, -1, 1, 1 << 62, 1<<63 - 1, -1 << 63}
 			for _, id := range c.ids {
-				probe = append(probe, id-1, id, id+1)
+				probe = append(probe, id)
+				if id > math.MinInt64 {
+					probe = append(probe, id-1)
+				}
+				if id < math.MaxInt64 {
+					probe = append(probe, id+1)
+				}
 			}
 			for _, id := range probe {
 				want, ok := have[id]
@@ -127,5 +138,31 @@ func TestDigestIndex(t *testing.T) {
 	}
 	if n := slices.IndexFunc(many, func(u storedUser) bool { return u.dupDg }); n >= 0 {
 		t.Fatalf("user %d marked as sharing a random digest", n)
+	}
+	if len(x.slot) < 2*len(many) {
+		t.Fatalf("%d slots for %d users: more than half full", len(x.slot), len(many))
+	}
+
+	// Tiny tables, nearly half full: probes run past the last slot and
+	// wrap to the first, in many of these.
+	for trial := 0; trial < 2000; trial++ {
+		few := make([]storedUser, 1+rng.IntN(3))
+		for k := range few {
+			for j := range few[k].dg {
+				few[k].dg[j] = byte(rng.UintN(256))
+			}
+			few[k].hasDg = true
+		}
+		x := newDigestIndex(few)
+		for k := range few {
+			if got := x.find(few, &few[k].dg); got != k {
+				t.Fatalf("trial %d: user %d of %d found at %d", trial, k, len(few), got)
+			}
+		}
+		var other digest
+		other[15] = 1
+		if got := x.find(few, &other); got != -1 {
+			t.Fatalf("trial %d: a digest no user has found at %d", trial, got)
+		}
 	}
 }

@@ -107,7 +107,7 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 				b := sort.Search(len(base), func(b int) bool { return base[b] > int(pos) }) - 1
 				return key(strs[b].Value(int(pos) - base[b]))
 			}
-			first := newFirstRows(f.Rows)
+			first := newFirstRows(len(src))
 			for b, str := range strs {
 				if str == nil {
 					continue
@@ -127,7 +127,7 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 						continue
 					}
 					kv := key(v)
-					p := first.add(xxh3.HashString(kv), int32(pos), func(p int32) bool { return at(p) == kv })
+					p := first.add(xxh3.HashStringSeed(kv, first.seed), int32(pos), func(p int32) bool { return at(p) == kv })
 					switch {
 					case p == int32(pos):
 					case d.clash[kv] == nil:
