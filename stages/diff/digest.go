@@ -577,7 +577,13 @@ func (d *userDiff) demote(u *users) (int, map[string]struct{}) {
 			}
 		}
 	}
-	return n + d.settleWaiting(), touched
+	if n > 0 {
+		// Only a row made slow here can make a waiting row's manager
+		// slow: with none, settling would walk every waiting row (a
+		// million on an unchanged file) for nothing.
+		n += d.settleWaiting()
+	}
+	return n, touched
 }
 
 // fastUser is the fast row about snapshot user j, or -1.
