@@ -40,12 +40,6 @@ func Spec() pipeline.Spec {
 		},
 		New: func(o pipeline.Options) (any, error) {
 			st := stage{incremental: o.Bool(OptIncremental), maxChangedPct: o.Int(OptIncrementalMaxChanged)}
-			if _, set := o[OptIncremental]; !set {
-				st.incremental = true // built by hand, without the defaults
-			}
-			if _, set := o[OptIncrementalMaxChanged]; !set {
-				st.maxChangedPct = 10
-			}
 			if st.maxChangedPct < 0 || st.maxChangedPct > 100 {
 				return nil, fmt.Errorf("%s must be between 0 and 100, not %d", OptIncrementalMaxChanged, st.maxChangedPct)
 			}
@@ -169,7 +163,8 @@ func (st stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File
 func (d *userDiff) snapshot(ctx context.Context, st stage) error {
 	d.digestRows()
 	if len(d.stored.users) == 0 {
-		d.snap = &users{byEID: map[string]int{}, byEmail: map[string]int{}, byEmailInact: map[string]int{}}
+		d.snap = &users{}
+		d.snap.build()
 		return nil
 	}
 	started := time.Now()

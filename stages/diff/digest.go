@@ -264,13 +264,7 @@ func (d *userDiff) matchFast() int {
 	}
 	d.checkManagerRows()
 	d.settleWaiting()
-	slow := len(d.rows)
-	for i := range d.rows {
-		if d.rows[i].fast {
-			slow--
-		}
-	}
-	return slow
+	return len(d.rows) - d.fastN()
 }
 
 // settleWaiting makes slow every waiting fast row whose manager's row is
