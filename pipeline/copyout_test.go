@@ -202,7 +202,7 @@ func TestCopyConfigLibpqOptions(t *testing.T) {
 	if cfg, err := copyConfig("postgres://u@db.example/x?sslmode=disable&application_name=mine&fallback_application_name=roster"); err != nil || cfg.RuntimeParams["application_name"] != "mine" {
 		t.Errorf("an application_name beside the fallback: %v, %v", cfg, err)
 	}
-	for _, k := range []string{"hostaddr=10.0.0.1", "load_balance_hosts=random", "sslinline=true", "ssl_min_protocol_version=TLSv1.3"} {
+	for _, k := range []string{"hostaddr=10.0.0.1", "load_balance_hosts=random", "sslinline=true", "ssl_min_protocol_version=TLSv1.3", "ssl_max_protocol_version=TLSv1.3"} {
 		url := "postgres://u@db.example/x?sslmode=disable&" + k
 		if _, err := copyConfig(url); err == nil || !strings.Contains(err.Error(), strings.Split(k, "=")[0]) {
 			t.Errorf("%s: %v, want a refusal naming it", k, err)

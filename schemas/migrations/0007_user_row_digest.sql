@@ -19,8 +19,11 @@ BEGIN
 END
 $$;
 
--- The WHEN clause keeps the function off apply's updates, which always
--- write the digest they mean.
+-- The WHEN clause keeps the function off apply's updates that write a new
+-- digest (or NULL). An update that writes back the digest the user already
+-- has (a row diff still had to decide: its date came due, its department
+-- or manager changed) loses it too; that only costs the user a full diff
+-- next time, which stores the digest again.
 CREATE TRIGGER users_forget_row_digest BEFORE UPDATE ON users FOR EACH ROW
     WHEN (OLD.row_digest IS NOT NULL AND NEW.row_digest IS NOT DISTINCT FROM OLD.row_digest)
     EXECUTE FUNCTION users_forget_row_digest();

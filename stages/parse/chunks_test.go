@@ -112,6 +112,9 @@ func TestReaderPanicEndsTheBuilder(t *testing.T) {
 	if b.rows == 0 {
 		t.Fatal("no row was built before the panic: the test would not test the builder")
 	}
+	// A builder still running when the panic arrived would go on with
+	// the chunks waiting for it (the reader runs ahead by a few).
+	rowsAtPanic := b.rows
 	// The builder has already ended when the panic arrives; allow the
 	// runtime a moment to retire the goroutine.
 	deadline := time.Now().Add(2 * time.Second)
@@ -120,6 +123,9 @@ func TestReaderPanicEndsTheBuilder(t *testing.T) {
 	}
 	if n := runtime.NumGoroutine(); n > before {
 		t.Fatalf("%d goroutines after the panic, %d before: the builder was left behind", n, before)
+	}
+	if b.rows != rowsAtPanic {
+		t.Fatalf("%d rows built when the panic arrived, %d after: the builder was still running", rowsAtPanic, b.rows)
 	}
 	b.release()
 }
