@@ -112,9 +112,9 @@ type stored struct {
 	users  []storedUser // in id order
 	active int          // active users
 	ids    idIndex
-	// byDigest finds the user with a digest (none when more than one has
-	// it).
-	byDigest digestIndex
+	// byDigest finds the user a row's digest may be (none when more than
+	// one user has its hash).
+	byDigest digestGroups
 	// fastRow[k] is the fast row about users[k], or -1.
 	fastRow []int32
 }
@@ -123,7 +123,7 @@ type storedUser struct {
 	id, dept, mgr int64 // dept, mgr: 0 for none
 	dg            digest
 	hasDg, active bool
-	dupDg         bool // another user has the same digest
+	dupDg         bool // another user's digest hashes alike (nearly always: is the same)
 }
 
 // index returns the position of the user with this id in s.users, or -1.
@@ -193,7 +193,7 @@ func loadStored(ctx context.Context, db *sqlx.DB, tenant string) (*stored, error
 	for k := range s.users {
 		ids[k] = s.users[k].id
 	}
-	s.ids, s.byDigest = newIDIndex(ids), newDigestIndex(s.users)
+	s.ids, s.byDigest = newIDIndex(ids), newDigestGroups(s.users)
 	return s, nil
 }
 
@@ -218,23 +218,26 @@ func (d *userDiff) digestRows() {
 // user).
 func (d *userDiff) matchFast() int {
 	s := d.stored
-	cand := make([]int32, len(d.rows))
+	cand := s.byDigest.candidates(s.users, d.dig, func(i int) bool { return d.rows[i].rejected })
 	wait := make([]int32, len(d.rows)) // the manager's stored index, or -1
 	pipeline.Parallel(len(d.rows), 1<<14, func(lo, hi int) {
 		keys := deptKeys{}
 		for i := lo; i < hi; i++ {
-			cand[i], wait[i] = -1, -1
-			r := &d.rows[i]
-			if r.rejected {
+			wait[i] = -1
+			k := cand[i]
+			if k < 0 {
 				continue
 			}
-			if k := int32(s.byDigest.find(s.users, &d.dig[i])); k >= 0 {
-				switch v, m := d.fastOK(r, &s.users[k], keys); v {
-				case fastYes:
-					cand[i] = k
-				case fastIfManagerFast:
-					cand[i], wait[i] = k, m
-				}
+			if s.users[k].dg != d.dig[i] {
+				cand[i] = -1
+				continue
+			}
+			switch v, m := d.fastOK(&d.rows[i], &s.users[k], keys); v {
+			case fastYes:
+			case fastIfManagerFast:
+				wait[i] = m
+			default:
+				cand[i] = -1
 			}
 		}
 	})

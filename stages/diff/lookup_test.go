@@ -76,15 +76,15 @@ func TestIDIndex(t *testing.T) {
 	}
 }
 
-func TestDigestIndex(t *testing.T) {
+func TestDigestGroups(t *testing.T) {
 	dg := func(b ...byte) digest {
 		var d digest
 		copy(d[:], b)
 		return d
 	}
-	// The first 8 bytes are the hash: users 0, 1 and 3 collide on it; 2 and
-	// 4 share a whole digest; 5 has none (its zero digest must not match a
-	// row's zero digest).
+	// Users 0, 1 and 3 share their first 8 bytes; 2 and 4 share a whole
+	// digest; 5 has none (its zero digest must not match a row's zero
+	// digest).
 	users := []storedUser{
 		{id: 10, dg: dg(1, 0, 0, 0, 0, 0, 0, 0, 1), hasDg: true},
 		{id: 11, dg: dg(1, 0, 0, 0, 0, 0, 0, 0, 2), hasDg: true},
@@ -93,31 +93,25 @@ func TestDigestIndex(t *testing.T) {
 		{id: 14, dg: dg(9, 9), hasDg: true},
 		{id: 15},
 	}
-	x := newDigestIndex(users)
-	for _, c := range []struct {
-		d    digest
-		want int
-	}{
-		{dg(1, 0, 0, 0, 0, 0, 0, 0, 1), 0},
-		{dg(1, 0, 0, 0, 0, 0, 0, 0, 2), 1},
-		{dg(1, 0, 0, 0, 0, 0, 0, 0, 3), 3},
-		{dg(1, 0, 0, 0, 0, 0, 0, 0, 4), -1},
-		{dg(9, 9), -1}, // two users: neither
-		{dg(), -1},
-		{dg(7), -1},
-	} {
-		if got := x.find(users, &c.d); got != c.want {
-			t.Errorf("find(%x) = %d, want %d", c.d, got, c.want)
-		}
+	rows := []digest{
+		dg(1, 0, 0, 0, 0, 0, 0, 0, 1), dg(1, 0, 0, 0, 0, 0, 0, 0, 2), dg(1, 0, 0, 0, 0, 0, 0, 0, 3),
+		dg(1, 0, 0, 0, 0, 0, 0, 0, 4), dg(9, 9), dg(), dg(7), dg(1, 0, 0, 0, 0, 0, 0, 0, 1),
+	}
+	want := []int32{0, 1, 3, -1, -1, -1, -1, -1}
+	skipLast := func(i int) bool { return i == len(rows)-1 } // a rejected row: never matched
+	got := newDigestGroups(users).candidates(users, rows, skipLast)
+	if !slices.Equal(got, want) {
+		t.Errorf("candidates = %v, want %v", got, want)
 	}
 	if !users[2].dupDg || users[4].dupDg {
 		t.Errorf("dupDg: %v %v, want the first of the two marked", users[2].dupDg, users[4].dupDg)
 	}
-	if got := (digestIndex{}).find(nil, &digest{}); got != -1 {
-		t.Errorf("empty index: find = %d", got)
+	if got := newDigestGroups(nil).candidates(nil, rows, skipLast); slices.ContainsFunc(got, func(k int32) bool { return k != -1 }) {
+		t.Errorf("no users: candidates = %v", got)
 	}
 
-	// Many random digests: every one found at its place.
+	// Many random digests, split into many groups, each row the digest
+	// of a user in shuffled order: every one found at its place.
 	rng := rand.New(rand.NewPCG(3, 4))
 	many := make([]storedUser, 50000)
 	for k := range many {
@@ -126,43 +120,36 @@ func TestDigestIndex(t *testing.T) {
 		}
 		many[k].hasDg = k%10 != 0
 	}
-	x = newDigestIndex(many)
-	for k := range many {
-		want := k
+	g := newDigestGroups(many)
+	if len(g.ends) < 16 {
+		t.Fatalf("%d groups for %d digests: the split is not exercised", len(g.ends), len(many))
+	}
+	order := rng.Perm(len(many))
+	digs := make([]digest, len(many)+1)
+	for i, k := range order {
+		digs[i] = many[k].dg
+	}
+	digs[len(many)][15] = 1 // no user's
+	got = g.candidates(many, digs, func(int) bool { return false })
+	for i, k := range order {
+		want := int32(k)
 		if !many[k].hasDg {
 			want = -1
 		}
-		if got := x.find(many, &many[k].dg); got != want {
-			t.Fatalf("random digest %d: find = %d", k, got)
+		if got[i] != want {
+			t.Fatalf("row %d, user %d's digest: candidate %d, want %d", i, k, got[i], want)
 		}
+	}
+	if got[len(many)] != -1 {
+		t.Fatalf("a digest no user has was given user %d", got[len(many)])
 	}
 	if n := slices.IndexFunc(many, func(u storedUser) bool { return u.dupDg }); n >= 0 {
 		t.Fatalf("user %d marked as sharing a random digest", n)
 	}
-	if len(x.slot) < 2*len(many) {
-		t.Fatalf("%d slots for %d users: more than half full", len(x.slot), len(many))
-	}
 
-	// Tiny tables, nearly half full: probes run past the last slot and
-	// wrap to the first, in many of these.
-	for trial := 0; trial < 2000; trial++ {
-		few := make([]storedUser, 1+rng.IntN(3))
-		for k := range few {
-			for j := range few[k].dg {
-				few[k].dg[j] = byte(rng.UintN(256))
-			}
-			few[k].hasDg = true
-		}
-		x := newDigestIndex(few)
-		for k := range few {
-			if got := x.find(few, &few[k].dg); got != k {
-				t.Fatalf("trial %d: user %d of %d found at %d", trial, k, len(few), got)
-			}
-		}
-		var other digest
-		other[15] = 1
-		if got := x.find(few, &other); got != -1 {
-			t.Fatalf("trial %d: a digest no user has found at %d", trial, got)
-		}
+	// Two sets with one seed each: the seed is random, so the groups (and
+	// a file written to crowd one) differ from process to process.
+	if newDigestGroups(many).seed == g.seed {
+		t.Fatal("two digest groups share a seed")
 	}
 }

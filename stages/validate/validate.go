@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"slices"
 	"sort"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"github.com/apache/arrow/go/v17/arrow/array"
 	"github.com/roster-hr/roster/pipeline"
 	"github.com/roster-hr/roster/schemas"
+	"github.com/roster-hr/roster/stages/internal/hashpart"
 	"github.com/zeebo/xxh3"
 )
 
@@ -34,8 +36,8 @@ type stage struct{}
 
 // dupCol finds, for one identity column, the values carried by more than
 // one row. Most values are seen once, so the first row of each is kept in
-// a table of plain ints (firstRows) and only clashes get a list (a list
-// per value made a million-row file two million small allocations).
+// a table of plain ints (hashpart) and only clashes get a list (a list per
+// value made a million-row file two million small allocations).
 type dupCol struct {
 	col, code, what string
 	clash           map[string][]int32 // value → every 0-based row, when more than one
@@ -107,7 +109,12 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 				b := sort.Search(len(base), func(b int) bool { return base[b] > int(pos) }) - 1
 				return key(strs[b].Value(int(pos) - base[b]))
 			}
-			first := newFirstRows(len(src))
+			// Each value's hash and position, in file order, then split
+			// into cache-sized groups (hashpart): a value's rows all land
+			// in one group, still in file order, so the first row seen of a
+			// value is its first in the file.
+			seed := rand.Uint64()
+			keys := make([]hashpart.Entry, 0, len(src))
 			for b, str := range strs {
 				if str == nil {
 					continue
@@ -122,18 +129,30 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 					if str.IsNull(i) {
 						continue
 					}
-					v := str.Value(i)
-					if v == "" {
-						continue
+					if v := str.Value(i); v != "" {
+						keys = append(keys, hashpart.Entry{Hash: xxh3.HashStringSeed(key(v), seed), Pos: int32(pos)})
 					}
-					kv := key(v)
-					p := first.add(xxh3.HashStringSeed(kv, first.seed), int32(pos), func(p int32) bool { return at(p) == kv })
+				}
+			}
+			grouped, ends := hashpart.Split(keys, hashpart.Bits(len(keys)))
+			var tab hashpart.Table
+			from := 0
+			for _, end := range ends {
+				group := grouped[from:end]
+				from = end
+				tab.Reset(len(group))
+				for _, e := range group {
+					var kv string // the value at e.Pos, read only for a like hash
+					p := tab.Add(e, func(p int32) bool {
+						kv = at(e.Pos)
+						return at(p) == kv
+					})
 					switch {
-					case p == int32(pos):
+					case p == e.Pos:
 					case d.clash[kv] == nil:
-						d.clash[kv] = []int32{p, int32(pos)}
+						d.clash[kv] = []int32{p, e.Pos}
 					default:
-						d.clash[kv] = append(d.clash[kv], int32(pos))
+						d.clash[kv] = append(d.clash[kv], e.Pos)
 					}
 				}
 			}
