@@ -12,13 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apache/arrow/go/v17/arrow/memory"
 	"github.com/roster-hr/roster/pipeline"
 )
 
 func testBuilder() *builder {
 	return &builder{stage: stage{batchRows: 1000, maxFields: 1000, maxRecord: defaultMaxRecordBytes},
-		run: &pipeline.Run{Tenant: pipeline.NewTenant("t")}, f: &pipeline.File{}, mem: memory.NewGoAllocator()}
+		run: &pipeline.Run{Tenant: pipeline.NewTenant("t")}, f: &pipeline.File{}}
 }
 
 // TestChunksAreBounded: a chunk goes to the builder at 1,024 records or at

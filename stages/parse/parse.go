@@ -19,8 +19,6 @@ import (
 	"sync/atomic"
 
 	"github.com/apache/arrow/go/v17/arrow"
-	"github.com/apache/arrow/go/v17/arrow/array"
-	"github.com/apache/arrow/go/v17/arrow/memory"
 	"github.com/roster-hr/roster/pipeline"
 	"github.com/roster-hr/roster/schemas"
 )
@@ -45,7 +43,7 @@ func Spec() pipeline.Spec {
 		Fields: []pipeline.Field{
 			{Name: OptBatchRows, Default: 65536, Help: "rows per Arrow record batch; larger batches mean fewer, bigger allocations"},
 			{Name: OptMaxFields, Default: 1000, Help: "most columns a header may have; a wider header is rejected as malformed_csv before rows are read"},
-			{Name: OptMaxRecordBytes, Default: defaultMaxRecordBytes, Help: "most bytes one CSV row (header included) or JSON object may have; reading stops at a longer one and the file is rejected as malformed_csv, so a huge line is never held in memory"},
+			{Name: OptMaxRecordBytes, Default: defaultMaxRecordBytes, Help: "most bytes one CSV row (header included) or JSON object may have; reading stops at a longer one and the file is rejected as malformed_csv, so a huge line is never held in memory; at most 1 GiB (1073741824)"},
 		},
 		New: func(o pipeline.Options) (any, error) {
 			s := stage{batchRows: o.Int(OptBatchRows), maxFields: o.Int(OptMaxFields), maxRecord: o.Int(OptMaxRecordBytes)}
@@ -54,6 +52,11 @@ func Spec() pipeline.Spec {
 			}
 			if s.batchRows < 1 || s.maxFields < 1 || s.maxRecord < 1 {
 				return nil, errors.New("batch_rows, max_fields and max_record_bytes must be positive")
+			}
+			// A batch is cut once its text reaches maxBatchBytes, so one
+			// more record of at most as much keeps its offsets in an int32.
+			if s.maxRecord > maxBatchBytes {
+				return nil, fmt.Errorf("max_record_bytes is %d, more than the %d a record may have", s.maxRecord, maxBatchBytes)
 			}
 			return s, nil
 		},
@@ -131,10 +134,7 @@ func (s stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File)
 			f.Issues, f.Rejected = issuesBefore, rejectedBefore
 		}
 	}()
-	b := &builder{stage: s, run: run, f: f, mem: run.Mem}
-	if b.mem == nil {
-		b.mem = memory.NewGoAllocator()
-	}
+	b := &builder{stage: s, run: run, f: f}
 	if ext == ".json" || (ext != ".csv" && firstNonSpace(head) == '[') {
 		f.Format = "json"
 		err = b.readJSON(ctx, path)
@@ -191,14 +191,14 @@ type builder struct {
 	stage
 	run   *pipeline.Run
 	f     *pipeline.File
-	mem   memory.Allocator
 	found findings
 
 	kind       schemas.Kind
 	cols       []schemas.Column
 	schema     *arrow.Schema
-	rb         *array.RecordBuilder
-	textHint   []int // per column, the text bytes of the last batch (to reserve)
+	cur        *batchCols // the batch being built, nil between batches
+	textHint   []int      // per column, the text bytes of the last batch (to reserve)
+	hintRows   int        // the last batch's rows
 	batches    []arrow.Record
 	rows       int // data rows in batches
 	inBatch    int
@@ -212,7 +212,7 @@ type builder struct {
 
 func (b *builder) reset() {
 	b.release()
-	*b = builder{stage: b.stage, run: b.run, f: b.f, mem: b.mem}
+	*b = builder{stage: b.stage, run: b.run, f: b.f}
 }
 
 // tooLong records the finding for a record over max_record_bytes; what is
@@ -239,11 +239,7 @@ func (b *builder) release() {
 	for _, r := range b.batches {
 		r.Release()
 	}
-	b.batches = nil
-	if b.rb != nil {
-		b.rb.Release()
-		b.rb = nil
-	}
+	b.batches, b.cur = nil, nil
 }
 
 // header maps header names to template columns: fieldCol[i] is the output
@@ -321,10 +317,7 @@ func quoteList(names []string, max int) string {
 
 // startRow begins a record with source row number row.
 func (b *builder) startRow(row int) {
-	if b.rb == nil {
-		b.rb = array.NewRecordBuilder(b.mem, b.schema)
-	}
-	if b.inBatch == 0 {
+	if b.cur == nil {
 		// A new batch: room for its rows, and for as much text per column
 		// as the last batch had, so the buffers are not grown (and copied)
 		// a dozen times per batch. The first batch of a file starts
@@ -333,50 +326,43 @@ func (b *builder) startRow(row int) {
 		if len(b.batches) == 0 {
 			rows = min(rows, 4096)
 		}
-		for c, fb := range b.rb.Fields() {
-			fb.Reserve(rows)
-			if sb, ok := fb.(*array.StringBuilder); ok && c < len(b.textHint) {
-				sb.ReserveData(b.textHint[c])
+		hint := b.textHint
+		if b.hintRows > 0 && b.hintRows != rows {
+			for c := range hint {
+				hint[c] = int(int64(hint[c]) * int64(rows) / int64(b.hintRows))
 			}
 		}
+		b.cur = newBatchCols(len(b.cols), rows, hint)
 	}
-	b.rb.Field(0).(*array.Int32Builder).Append(int32(row))
+	b.cur.rows = append(b.cur.rows, int32(row))
 }
 
 // cell appends column c's value of the current record; absent cells (a JSON
 // key missing from the object) are null, empty cells "".
 func (b *builder) cell(c int, v string, present bool) {
-	sb := b.rb.Field(c + 1).(*array.StringBuilder)
-	if present {
-		sb.Append(v)
-	} else {
-		sb.AppendNull()
-	}
+	b.cur.add(c, v, present)
 }
 
 func (b *builder) endRow() {
 	b.rows++
 	b.inBatch++
-	if b.inBatch >= b.batchRows {
+	if b.inBatch >= b.batchRows || b.cur.bytes >= maxBatchBytes {
 		b.flush()
 	}
 }
 
 func (b *builder) flush() {
-	if b.rb == nil || b.inBatch == 0 {
+	if b.cur == nil || b.inBatch == 0 {
 		return
 	}
-	rec := b.rb.NewRecord()
 	b.textHint = b.textHint[:0]
-	for _, col := range rec.Columns() {
-		n := 0
-		if s, ok := col.(*array.String); ok {
-			n = len(s.ValueBytes())
-		}
+	for _, t := range b.cur.text {
+		n := len(t.data)
 		b.textHint = append(b.textHint, n+n/8)
 	}
-	b.batches = append(b.batches, rec)
-	b.inBatch = 0
+	b.hintRows = len(b.cur.rows)
+	b.batches = append(b.batches, b.cur.record(b.schema))
+	b.cur, b.inBatch = nil, 0
 }
 
 // rowIssue records a row-level issue and optionally rejects the row (its
