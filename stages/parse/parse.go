@@ -376,10 +376,7 @@ func (b *builder) readCSV(ctx context.Context, text io.Reader, comma rune) error
 	b.lim = newRecordLimiter(text, int64(b.maxRecord))
 	br := bufio.NewReaderSize(b.lim, 1<<20)
 	b.rest = br
-	r := csv.NewReader(br)
-	r.Comma = comma
-	r.FieldsPerRecord = -1
-	r.ReuseRecord = true
+	r := newCSVReader(br, comma)
 	hdr, err := r.Read()
 	if err != nil {
 		return b.csvError(err, 1)
@@ -475,7 +472,7 @@ const (
 // true when it read to the end of the file; otherwise err is nil after a
 // finding (recorded in b.found) or a system error. The records read before
 // the end are sent either way. It stops, incomplete, when stop is set.
-func (b *builder) readRows(ctx context.Context, r *csv.Reader, chunks chan<- *csvChunk, free chan *csvChunk, stop *atomic.Bool) (complete bool, err error) {
+func (b *builder) readRows(ctx context.Context, r *csvReader, chunks chan<- *csvChunk, free chan *csvChunk, stop *atomic.Bool) (complete bool, err error) {
 	ch := &csvChunk{}
 	defer func() {
 		if len(ch.rows) > 0 {
@@ -581,7 +578,7 @@ func (b *builder) buildRows(chunks <-chan *csvChunk, free chan<- *csvChunk, name
 
 // drain reads the rest of the file to find encoding damage or malformed
 // CSV, which outrank the finding that stopped the build.
-func (b *builder) drain(r *csv.Reader) error {
+func (b *builder) drain(r *csvReader) error {
 	rows := 0
 	for {
 		_, err := r.Read()
