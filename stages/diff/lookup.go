@@ -67,20 +67,27 @@ func (x idIndex) find(id int64) int {
 // is parsed; one table over a million digests, probed at random, was ~0.5
 // s of the unchanged file's CPU, nearly all of it waiting for memory.
 type digestGroups struct {
-	seed    uint64
+	hash    func(*digest) uint64
 	bits    int
 	grouped []hashpart.Entry
 	ends    []int
 }
 
 // newDigestGroups hashes and groups the digests of the users that have
-// one.
+// one, with XXH3 seeded at random.
 func newDigestGroups(users []storedUser) digestGroups {
-	g := digestGroups{seed: rand.Uint64()}
+	seed := rand.Uint64()
+	return groupDigests(users, func(d *digest) uint64 { return xxh3.HashSeed(d[:], seed) })
+}
+
+// groupDigests is newDigestGroups with the hash given (tests give a weak
+// one, to make digests that differ hash alike).
+func groupDigests(users []storedUser, hash func(*digest) uint64) digestGroups {
+	g := digestGroups{hash: hash}
 	keys := make([]hashpart.Entry, 0, len(users))
 	for k := range users {
 		if users[k].hasDg {
-			keys = append(keys, hashpart.Entry{Hash: xxh3.HashSeed(users[k].dg[:], g.seed), Pos: int32(k)})
+			keys = append(keys, hashpart.Entry{Hash: hash(&users[k].dg), Pos: int32(k)})
 		}
 	}
 	g.bits = hashpart.Bits(len(keys))
@@ -107,7 +114,7 @@ func (g digestGroups) candidates(users []storedUser, digs []digest, skip func(i 
 	for i := range digs {
 		at[i] = -1
 		if !skip(i) {
-			keys = append(keys, hashpart.Entry{Hash: xxh3.HashSeed(digs[i][:], g.seed), Pos: int32(i)})
+			keys = append(keys, hashpart.Entry{Hash: g.hash(&digs[i]), Pos: int32(i)})
 		}
 	}
 	rows, rowEnds := hashpart.Split(keys, g.bits)

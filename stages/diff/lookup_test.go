@@ -1,10 +1,14 @@
 package diff
 
 import (
+	"encoding/binary"
 	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
+
+	"github.com/apache/arrow/go/v17/arrow/array"
+	"github.com/apache/arrow/go/v17/arrow/memory"
 )
 
 func TestIDIndex(t *testing.T) {
@@ -82,7 +86,7 @@ func TestDigestGroups(t *testing.T) {
 		copy(d[:], b)
 		return d
 	}
-	// Users 0, 1 and 3 share their first 8 bytes; 2 and 4 share a whole
+	// Users 0, 1 and 3 differ in one byte only; 2 and 4 share a whole
 	// digest; 5 has none (its zero digest must not match a row's zero
 	// digest).
 	users := []storedUser{
@@ -147,9 +151,45 @@ func TestDigestGroups(t *testing.T) {
 		t.Fatalf("user %d marked as sharing a random digest", n)
 	}
 
-	// Two sets with one seed each: the seed is random, so the groups (and
-	// a file written to crowd one) differ from process to process.
-	if newDigestGroups(many).seed == g.seed {
-		t.Fatal("two digest groups share a seed")
+	// Each set hashes with a seed of its own, drawn at random, so the
+	// groups (and a file written to crowd one) differ from process to
+	// process.
+	if h := newDigestGroups(many).hash; h(&many[1].dg) == g.hash(&many[1].dg) {
+		t.Fatal("two digest groups hash a digest alike: their seeds are not random")
+	}
+}
+
+// TestMatchFastComparesDigests: a candidate whose digest only hashes like
+// the row's (here the hash is the first 8 bytes) is not taken for the
+// row's user, though the row would otherwise be fast (an active user, a
+// row with an e-mail and nothing else); the same row with the user's own
+// digest is.
+func TestMatchFastComparesDigests(t *testing.T) {
+	first8 := func(d *digest) uint64 { return binary.LittleEndian.Uint64(d[:8]) }
+	var a, b digest
+	a[0], b[0], b[15] = 1, 1, 2 // a and b differ in their last byte only
+	emails := array.NewStringBuilder(memory.NewGoAllocator())
+	emails.AppendValues([]string{"ada@example.com", "ada@example.com"}, nil)
+	col := emails.NewStringArray()
+	defer col.Release()
+	for _, c := range []struct {
+		name string
+		row  digest
+		fast int
+	}{{"another digest, same hash", b, 0}, {"the user's digest", a, 1}} {
+		users := []storedUser{{id: 10, dg: a, hasDg: true, active: true}}
+		d := &userDiff{
+			rows:   []inRow{{idx: 0, has: 1 << fEmail}, {idx: 1, has: 1 << fEmail, rejected: true}},
+			cols:   []batchRows{{n: 2}},
+			dig:    []digest{c.row, c.row},
+			stored: &stored{users: users, byDigest: groupDigests(users, first8)},
+		}
+		d.cols[0].str[fEmail] = col
+		if got := d.stored.byDigest.candidates(users, d.dig, func(i int) bool { return d.rows[i].rejected }); !slices.Equal(got, []int32{0, -1}) {
+			t.Fatalf("%s: candidates = %v: the weak hash does not make the case", c.name, got)
+		}
+		if slow := d.matchFast(); d.fastN() != c.fast || slow != 2-c.fast {
+			t.Errorf("%s: %d rows fast, %d left to the full diff; want %d fast", c.name, d.fastN(), slow, c.fast)
+		}
 	}
 }

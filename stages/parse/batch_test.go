@@ -2,6 +2,7 @@ package parse
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/apache/arrow/go/v17/arrow"
@@ -85,5 +86,42 @@ func TestMaxRecordBytesBound(t *testing.T) {
 		if _, err := Spec().New(o); (err == nil) != c.ok {
 			t.Errorf("max_record_bytes %d: %v", c.max, err)
 		}
+	}
+}
+
+func TestScaleHints(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		hint     []int
+		from, to int
+		want     []int
+	}{
+		{"first batch to a full one", []int{100, 300}, 4096, 65536, []int{1600, 4800}},
+		{"same rows", []int{100, 300}, 65536, 65536, []int{100, 300}},
+		{"the last batch was smaller", []int{1600, 4800}, 65536, 4096, []int{100, 300}},
+		{"no batch before", nil, 0, 4096, nil},
+		// A batch cut at maxBatchBytes after 2,048 rows of 512 KiB: the
+		// next may have 65,536 rows, but never more text than the cut.
+		{"cut by bytes", []int{maxBatchBytes + maxBatchBytes/8}, 2048, 65536, []int{maxBatchBytes}},
+		{"cut by bytes, two columns", []int{maxBatchBytes / 2, maxBatchBytes / 2}, 2048, 65536, []int{maxBatchBytes / 2, maxBatchBytes / 2}},
+	} {
+		got := scaleHints(slices.Clone(c.hint), c.from, c.to)
+		if !slices.Equal(got, c.want) {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+		total := 0
+		for _, h := range got {
+			total += h
+		}
+		if total > maxBatchBytes {
+			t.Errorf("%s: %d bytes reserved, more than a batch holds", c.name, total)
+		}
+	}
+}
+
+func TestScaleHintsHugeBatchRows(t *testing.T) {
+	got := scaleHints([]int{maxBatchBytes / 4}, 1, 1<<50)
+	if got[0] < 0 || got[0] > maxBatchBytes {
+		t.Fatalf("batch_rows 2^50: %d bytes reserved", got[0])
 	}
 }

@@ -10,7 +10,9 @@ import (
 )
 
 // csvReader reads CSV records as encoding/csv does with FieldsPerRecord
-// -1 and ReuseRecord (same records, FieldPos, InputOffset and errors), but
+// -1 and ReuseRecord (same records, FieldPos, InputOffset and errors; with
+// an error it returns no record, where encoding/csv may return part of
+// one), but
 // splits a line without any quote itself: most lines of an HR export. Any
 // other record (a quote anywhere in its first line, a line longer than
 // what is buffered, the last line without a line end) is read by

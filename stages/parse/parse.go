@@ -319,22 +319,39 @@ func quoteList(names []string, max int) string {
 func (b *builder) startRow(row int) {
 	if b.cur == nil {
 		// A new batch: room for its rows, and for as much text per column
-		// as the last batch had, so the buffers are not grown (and copied)
-		// a dozen times per batch. The first batch of a file starts
+		// as the last batch had per row, so the buffers are not grown (and
+		// copied) a dozen times per batch. The first batch of a file starts
 		// smaller: most files are far below one batch.
 		rows := b.batchRows
 		if len(b.batches) == 0 {
 			rows = min(rows, 4096)
 		}
-		hint := b.textHint
-		if b.hintRows > 0 && b.hintRows != rows {
-			for c := range hint {
-				hint[c] = int(int64(hint[c]) * int64(rows) / int64(b.hintRows))
-			}
-		}
-		b.cur = newBatchCols(len(b.cols), rows, hint)
+		b.cur = newBatchCols(len(b.cols), rows, scaleHints(b.textHint, b.hintRows, rows))
 	}
 	b.cur.rows = append(b.cur.rows, int32(row))
+}
+
+// scaleHints scales the text per column of a batch of from rows to a batch
+// of to rows, in place, and caps the total at maxBatchBytes: a batch cut
+// there (rows of ~1 MiB) has fewer rows than the next may have, and
+// scaling its gigabyte up by the rows alone would reserve tens of them.
+func scaleHints(hint []int, from, to int) []int {
+	if from <= 0 || from == to {
+		return hint
+	}
+	// In float64: batch_rows is the operator's to set, and int64 products
+	// of bytes and rows could overflow.
+	scale, total := float64(to)/float64(from), 0.0
+	for _, h := range hint {
+		total += float64(h) * scale
+	}
+	if total > maxBatchBytes {
+		scale *= maxBatchBytes / total
+	}
+	for c := range hint {
+		hint[c] = int(float64(hint[c]) * scale)
+	}
+	return hint
 }
 
 // cell appends column c's value of the current record; absent cells (a JSON

@@ -26,8 +26,9 @@ type Entry struct {
 	Pos  int32
 }
 
-// groupSize is the number of entries a group aims at: its table, at most
-// half full, is then ~64 KiB of 16-byte slots, within a core's L2 cache.
+// groupSize is the number of entries a group aims at: groups hold up to
+// about twice as many, whose table (at least twice their entries, a power
+// of two) is then 8,192 16-byte slots, 128 KiB, within a core's L2 cache.
 // maxBits bounds the groups to 4,096, few enough that the split's writes
 // go to as many pages as the TLB holds.
 const (
