@@ -38,7 +38,15 @@ func (l *CopyLine) sep() {
 // line feed and carriage return).
 func (l *CopyLine) Text(s string) {
 	l.sep()
-	for i := 0; i < len(s); i++ {
+	// Most values need no escape: their bytes up to the first backslash
+	// or control byte go in at once (a switch per byte was 0.23 s of a
+	// million-user COPY's encoding).
+	i := 0
+	for i < len(s) && s[i] != '\\' && s[i] >= ' ' {
+		i++
+	}
+	l.b = append(l.b, s[:i]...)
+	for ; i < len(s); i++ {
 		switch c := s[i]; c {
 		case '\\':
 			l.b = append(l.b, '\\', '\\')
@@ -76,10 +84,45 @@ func (l *CopyLine) Bool(v bool) {
 	}
 }
 
-// Date appends a date given as days since 1970-01-01 (Arrow's date32).
+// Date appends a date given as days since 1970-01-01 (Arrow's date32), as
+// YYYY-MM-DD. Years 0-9999 are written here, from the day count (through
+// time.Time a date was ~100 ns, a tenth of a million-user COPY's
+// encoding); others, which no HR file has, through time.Time.
 func (l *CopyLine) Date(days int32) {
 	l.sep()
-	l.b = time.Unix(int64(days)*86400, 0).UTC().AppendFormat(l.b, time.DateOnly)
+	y, m, d := civil(int64(days))
+	if y < 0 || y > 9999 {
+		l.b = time.Unix(int64(days)*86400, 0).UTC().AppendFormat(l.b, time.DateOnly)
+		return
+	}
+	l.b = append(l.b, byte('0'+y/1000), byte('0'+y/100%10), byte('0'+y/10%10), byte('0'+y%10), '-',
+		byte('0'+m/10), byte('0'+m%10), '-', byte('0'+d/10), byte('0'+d%10))
+}
+
+// civil returns the proleptic Gregorian year, month and day of the day
+// that is days after 1970-01-01 (Howard Hinnant's civil_from_days: eras
+// of 400 years, years starting on March 1st so that the leap day is the
+// last of its year).
+func civil(days int64) (y, m, d int64) {
+	z := days + 719468 // days since 0000-03-01
+	era := z / 146097
+	if z < 0 && z%146097 != 0 {
+		era-- // floor division
+	}
+	doe := z - era*146097                                  // day of the era, 0-146096
+	yoe := (doe - doe/1460 + doe/36524 - doe/146096) / 365 // year of the era, 0-399
+	doy := doe - (365*yoe + yoe/4 - yoe/100)               // day of the year from March 1st, 0-365
+	mp := (5*doy + 2) / 153                                // month from March, 0-11
+	d = doy - (153*mp+2)/5 + 1
+	m = mp + 3
+	if mp >= 10 {
+		m = mp - 9
+	}
+	y = yoe + era*400
+	if m <= 2 {
+		y++
+	}
+	return y, m, d
 }
 
 // OptBytea appends b as bytea in hex (\\x…, the backslash escaped for
