@@ -1,6 +1,8 @@
 package parse
 
 import (
+	"slices"
+
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
 	"github.com/apache/arrow/go/v17/arrow/memory"
@@ -54,10 +56,21 @@ func (b *batchCols) add(c int, v string, present bool) {
 		t.mark(present)
 	}
 	if present {
-		t.data = append(t.data, v...)
+		t.data = append(grow(t.data, len(v)), v...)
 		b.bytes += len(v)
 	}
-	t.offsets = append(t.offsets, int32(len(t.data)))
+	t.offsets = append(grow(t.offsets, 1), int32(len(t.data)))
+}
+
+// grow makes room for n more elements, doubling the capacity when it runs
+// out: append grows large slices by a quarter, which for the first batch
+// of a file (reserved for 4,096 rows, filled to batch_rows) copied the
+// text ~15 times over.
+func grow[S ~[]E, E any](s S, n int) S {
+	if len(s)+n <= cap(s) {
+		return s
+	}
+	return slices.Grow(s, max(n, cap(s)))
 }
 
 // mark records in the validity bitmap whether the value being added is

@@ -328,7 +328,7 @@ func (b *builder) startRow(row int) {
 		}
 		b.cur = newBatchCols(len(b.cols), rows, scaleHints(b.textHint, b.hintRows, rows))
 	}
-	b.cur.rows = append(b.cur.rows, int32(row))
+	b.cur.rows = append(grow(b.cur.rows, 1), int32(row))
 }
 
 // scaleHints scales the text per column of a batch of from rows to a batch
