@@ -36,6 +36,7 @@ bench:
 FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run XXX -fuzz '^FuzzParseNormalizeValidate$$' -fuzztime $(FUZZTIME) ./stages/parse
+	$(GO) test -run XXX -fuzz '^FuzzCSVReader$$' -fuzztime $(FUZZTIME) ./stages/parse
 	$(GO) test -run XXX -fuzz '^FuzzParseDate$$' -fuzztime $(FUZZTIME) ./schemas
 	$(GO) test -run XXX -fuzz '^FuzzDecrypt$$' -fuzztime $(FUZZTIME) ./stages/decrypt
 	$(GO) test -run XXX -fuzz '^FuzzResolve$$' -fuzztime $(FUZZTIME) ./sftpd
