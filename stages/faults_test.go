@@ -139,11 +139,7 @@ func TestPostgresRestartMidApply(t *testing.T) {
 
 	for trial, async := range []bool{false, true} {
 		tenant := fmt.Sprintf("restart-%d", trial)
-		tn := pipeline.NewTenant(tenant)
-		tn.ExportEnabled = false
-		if err := (pipeline.Tenants{DB: db}).Put(ctx, tn); err != nil {
-			t.Fatal(err)
-		}
+		putTenant(t, db, tenant, nil)
 		rn := &pipeline.Runner{DB: db, Registry: stages.Registry(), StagingDir: t.TempDir(), Log: quiet}
 		tdb := func() string { return dirState(t, db) } // trials run one after another
 		req := func(path string) pipeline.Request {

@@ -50,11 +50,7 @@ type hostileRun struct {
 func runHostile(t *testing.T, db *sqlx.DB, tenant, name string, write func(w *bufio.Writer)) hostileRun {
 	t.Helper()
 	ctx := context.Background()
-	tn := pipeline.NewTenant(tenant)
-	tn.ExportEnabled = false
-	if err := (pipeline.Tenants{DB: db}).Put(ctx, tn); err != nil {
-		t.Fatal(err)
-	}
+	putTenant(t, db, tenant, nil)
 	home := t.TempDir()
 	in := filepath.Join(home, "incoming")
 	if err := os.MkdirAll(in, 0o750); err != nil {
@@ -416,11 +412,7 @@ func TestHostileFileNames(t *testing.T) {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx, ln) }()
 	defer func() { cancel(); <-served }()
-	tn := pipeline.NewTenant("names")
-	tn.ExportEnabled = false
-	if err := (pipeline.Tenants{DB: db}).Put(ctx, tn); err != nil {
-		t.Fatal(err)
-	}
+	putTenant(t, db, "names", nil)
 	conn, err := ssh.Dial("tcp", ln.Addr().String(), &ssh.ClientConfig{User: "names", Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
 		HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second}) //nolint:gosec // a test server on loopback
 	if err != nil {
@@ -585,11 +577,7 @@ func TestHostileFileNamesStuck(t *testing.T) {
 	for i, name := range []string{"users\xff\xfe.csv", `users\..\..\x.csv`} {
 		t.Run(fmt.Sprintf("%q", name), func(t *testing.T) {
 			tenant := fmt.Sprintf("stuck-%d", i)
-			tn := pipeline.NewTenant(tenant)
-			tn.ExportEnabled = false
-			if err := (pipeline.Tenants{DB: db}).Put(ctx, tn); err != nil {
-				t.Fatal(err)
-			}
+			putTenant(t, db, tenant, nil)
 			home := t.TempDir()
 			os.MkdirAll(filepath.Join(home, "incoming"), 0o750) //nolint:errcheck
 			if err := os.WriteFile(filepath.Join(home, "incoming", name), []byte("email,first_name,last_name\na@example.com,A,B\n"), 0o640); err != nil {

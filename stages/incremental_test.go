@@ -44,12 +44,7 @@ func TestIncrementalDiffMatchesFull(t *testing.T) {
 			}
 			inc, full := fmt.Sprintf("inc-%d", seed), fmt.Sprintf("full-%d", seed)
 			for _, id := range []string{inc, full} {
-				tn := pipeline.NewTenant(id)
-				tn.ExportEnabled = false
-				tn.Omitted = omitted
-				if err := (pipeline.Tenants{DB: db}).Put(context.Background(), tn); err != nil {
-					t.Fatal(err)
-				}
+				putTenant(t, db, id, func(tn *pipeline.Tenant) { tn.Omitted = omitted })
 			}
 			rn := &pipeline.Runner{DB: db, Registry: stages.Registry(), StagingDir: t.TempDir(), Log: log}
 			g := newPopulation(uint64(seed), 60)
@@ -334,11 +329,7 @@ func (g *population) write(t *testing.T, path string) {
 func TestRowDigestsForgottenAndRestored(t *testing.T) {
 	db, _ := pgtest.New(t)
 	ctx := context.Background()
-	tn := pipeline.NewTenant("digests")
-	tn.ExportEnabled = false
-	if err := (pipeline.Tenants{DB: db}).Put(ctx, tn); err != nil {
-		t.Fatal(err)
-	}
+	tn := putTenant(t, db, "digests", nil)
 	var took incrementalLog
 	rn := &pipeline.Runner{DB: db, Registry: stages.Registry(), StagingDir: t.TempDir(), Log: slog.New(&took)}
 	g := newPopulation(99, 40)
@@ -406,11 +397,7 @@ func TestRowDigestsForgottenAndRestored(t *testing.T) {
 func TestRowDigestIsStable(t *testing.T) {
 	db, _ := pgtest.New(t)
 	ctx := context.Background()
-	tn := pipeline.NewTenant("pinned")
-	tn.ExportEnabled = false
-	if err := (pipeline.Tenants{DB: db}).Put(ctx, tn); err != nil {
-		t.Fatal(err)
-	}
+	tn := putTenant(t, db, "pinned", nil)
 	path := filepath.Join(t.TempDir(), "users.csv")
 	if err := os.WriteFile(path, []byte("employee_id,email,first_name,last_name,manager_email,department_name,title,location,start_date,deactivation_date\n"+
 		"'000123,Ada.Lovelace@Example.com, Ada ,Lovelace,,Engineering,Analyst,London,2020-01-31,\n"), 0o644); err != nil {
