@@ -16,34 +16,36 @@ import (
 )
 
 // OpenDB opens the PostgreSQL database at url with lib/pq, the driver of
-// every query roster makes, and remembers url so that CopyOut can open a
-// connection of its own to the same database: lib/pq cannot read a COPY …
-// TO STDOUT. It does not connect: the first query does.
+// every query roster makes, and keeps url read as the connection CopyOut
+// opens to the same database needs it: lib/pq cannot read a COPY … TO
+// STDOUT. It does not connect: the first query does.
 func OpenDB(url string) (*sqlx.DB, error) {
 	c, err := pq.NewConnector(url)
 	if err != nil {
 		return nil, err
 	}
 	// A URL the COPY connection cannot use fails here, when the operator
-	// starts roster, not in the middle of every run's diff.
-	if _, err := copyConfig(url); err != nil {
+	// starts roster, not in the middle of every run's diff; read once, not
+	// per diff (with sslrootcert, reading it reads the certificate file).
+	cfg, err := copyConfig(url)
+	if err != nil {
 		return nil, err
 	}
-	return sqlx.NewDb(sql.OpenDB(urlConnector{c, url}), "postgres"), nil
+	return sqlx.NewDb(sql.OpenDB(copyConnector{c, cfg}), "postgres"), nil
 }
 
-// urlConnector and urlDriver carry the database URL beside lib/pq's
-// connector, where CopyOut finds it through sql.DB.Driver.
-type urlConnector struct {
+// copyConnector and copyDriver carry the COPY connection's configuration
+// beside lib/pq's connector, where CopyOut finds it through sql.DB.Driver.
+type copyConnector struct {
 	driver.Connector
-	url string
+	cfg *pgconn.Config
 }
 
-func (c urlConnector) Driver() driver.Driver { return urlDriver{c.Connector.Driver(), c.url} }
+func (c copyConnector) Driver() driver.Driver { return copyDriver{c.Connector.Driver(), c.cfg} }
 
-type urlDriver struct {
+type copyDriver struct {
 	driver.Driver
-	url string
+	cfg *pgconn.Config
 }
 
 // ErrNoCopyURL: CopyOut was given a database not opened with OpenDB.
@@ -61,15 +63,11 @@ var ErrNoCopyURL = errors.New("the database was not opened with pipeline.OpenDB,
 // fraction of that, with the server's share unchanged. query cannot take
 // parameters (COPY has none): quote literals with QuoteLiteral.
 func CopyOut(ctx context.Context, db *sqlx.DB, query string, row func(fields [][]byte) error) (int, error) {
-	d, ok := db.Driver().(urlDriver)
+	d, ok := db.Driver().(copyDriver)
 	if !ok {
 		return 0, ErrNoCopyURL
 	}
-	cfg, err := copyConfig(d.url)
-	if err != nil {
-		return 0, fmt.Errorf("copy out: %w", err)
-	}
-	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	conn, err := pgconn.ConnectConfig(ctx, d.cfg.Copy())
 	if err != nil {
 		return 0, fmt.Errorf("copy out: connect: %w", err)
 	}
