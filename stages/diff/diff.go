@@ -189,7 +189,7 @@ func (d *userDiff) snapshot(ctx context.Context, st stage) error {
 		}
 		d.stored.fastRow, d.waiting = nil, nil
 	}
-	u, err := loadUsers(ctx, d.run.DB, d.run.Tenant.ID)
+	u, err := loadUsers(ctx, d.run.DB, d.run.Tenant.ID, len(d.stored.users))
 	if err != nil {
 		return err
 	}

@@ -435,37 +435,33 @@ func (d *userDiff) loadReach(ctx context.Context) (*users, bool, error) {
 	const rounds = 4
 	var extra map[string]struct{} // keys a slow row changes, from the round before
 	for round := 0; round < rounds; round++ {
-		asked := map[string]struct{}{}
+		asked := map[string]struct{}{} // by either list
 		var ids []int64
-		var eids, emails []string
-		ask := func(list *[]string, v string) {
-			if v != "" {
-				*list = append(*list, v)
-				asked[v] = struct{}{}
-			}
-		}
+		// Each key once per list: every slow row naming one manager would
+		// otherwise send the manager's e-mail again.
+		var eids, emails keyList
 		for i := range d.rows {
 			r := &d.rows[i]
 			if r.fast {
 				continue
 			}
-			ask(&eids, d.val(r, fEID))
-			ask(&emails, d.val(r, fEmail))
+			eids.ask(asked, d.val(r, fEID))
+			emails.ask(asked, d.val(r, fEmail))
 			if r.rejected {
 				continue
 			}
 			switch col, ref := managerRef(d, r); {
 			case ref == "":
 			case col == schemas.ColManagerID:
-				ask(&eids, ref)
+				eids.ask(asked, ref)
 			default:
-				ask(&emails, ref)
+				emails.ask(asked, ref)
 			}
 		}
 		for k := range extra {
 			if _, ok := asked[k]; !ok {
-				ask(&eids, k)
-				ask(&emails, k)
+				eids.ask(asked, k)
+				emails.ask(asked, k)
 			}
 		}
 		if d.run.Tenant.Omitted == "deactivate" {
@@ -475,7 +471,7 @@ func (d *userDiff) loadReach(ctx context.Context) (*users, bool, error) {
 				}
 			}
 		}
-		u, err := d.readReach(ctx, ids, eids, emails)
+		u, err := d.readReach(ctx, ids, eids.keys, emails.keys)
 		if err != nil {
 			return nil, false, err
 		}
@@ -493,6 +489,29 @@ func (d *userDiff) loadReach(ctx context.Context) (*users, bool, error) {
 		extra = touched
 	}
 	return nil, false, nil
+}
+
+// keyList is a list of distinct keys loadReach asks for.
+type keyList struct {
+	keys []string
+	seen map[string]struct{}
+}
+
+// ask adds v to the list unless it is empty or there already, and to
+// asked.
+func (l *keyList) ask(asked map[string]struct{}, v string) {
+	if v == "" {
+		return
+	}
+	asked[v] = struct{}{}
+	if _, ok := l.seen[v]; ok {
+		return
+	}
+	if l.seen == nil {
+		l.seen = map[string]struct{}{}
+	}
+	l.seen[v] = struct{}{}
+	l.keys = append(l.keys, v)
 }
 
 // demote makes slow the fast rows that a slow row reaches in snapshot u
@@ -585,7 +604,7 @@ func (d *userDiff) demote(u *users) (int, map[string]struct{}) {
 
 // fastUser is the fast row about snapshot user j, or -1.
 func (d *userDiff) fastUser(j int) int {
-	if d.stored == nil || d.stored.fastRow == nil {
+	if d.stored.fastRow == nil {
 		return -1
 	}
 	if k := d.stored.index(d.snap.id[j]); k >= 0 {
@@ -601,8 +620,8 @@ func (d *userDiff) fastUser(j int) int {
 func (d *userDiff) readReach(ctx context.Context, ids []int64, eids, emails []string) (*users, error) {
 	u := &users{}
 	var ar arena
-	lit := pipeline.QuoteLiteral(d.run.Tenant.ID)
-	if err := u.read(ctx, d.run.DB, usersSQL+` WHERE u.tenant_id = `+lit+` AND (u.id = ANY(`+arrayLiteral(pq.Int64Array(ids), "bigint[]")+`)
+	tenant := fmt.Sprintf(snapshotSQL, pipeline.QuoteLiteral(d.run.Tenant.ID))
+	if err := u.read(ctx, d.run.DB, tenant+` AND (u.id = ANY(`+arrayLiteral(pq.Int64Array(ids), "bigint[]")+`)
 		OR u.employee_id = ANY(`+arrayLiteral(pq.StringArray(eids), "text[]")+`) OR u.email = ANY(`+arrayLiteral(pq.StringArray(emails), "text[]")+`))`, &ar); err != nil {
 		return nil, err
 	}
@@ -623,7 +642,7 @@ func (d *userDiff) readReach(ctx context.Context, ids []int64, eids, emails []st
 		}
 	}
 	if len(above) > 0 {
-		if err := u.read(ctx, d.run.DB, usersSQL+` WHERE u.tenant_id = `+lit+` AND u.id = ANY(`+arrayLiteral(pq.Int64Array(above), "bigint[]")+`)`, &ar); err != nil {
+		if err := u.read(ctx, d.run.DB, tenant+` AND u.id = ANY(`+arrayLiteral(pq.Int64Array(above), "bigint[]")+`)`, &ar); err != nil {
 			return nil, err
 		}
 	}

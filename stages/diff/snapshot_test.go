@@ -70,7 +70,7 @@ func TestSnapshotEqualsColumns(t *testing.T) {
 		('t', '000123', 'zoë@例え.jp', 'Zoë', 'Ørsted 🎉', 2, (SELECT id FROM departments WHERE name_key = 'ünïcode 部門'), E'tab\there', E'line\nbreak\\back', '1969-12-31', '2026-01-01', '{"k": "v:1"}', false),
 		('t', '', 'empty-id@example.com', E'\x01', 'x', NULL, NULL, repeat('é', 300), repeat('1', 40), NULL, '1970-01-01', '{"n": {"deep": [1, 2]}}', true),
 		('other', '1', 'other@example.com', 'O', 'T', NULL, NULL, '', '', NULL, NULL, '{}', true)`)
-	got, err := loadUsers(ctx, db, "t")
+	got, err := loadUsers(ctx, db, "t", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func TestSnapshotInTableOrder(t *testing.T) {
 	if slices.IsSorted(physical) {
 		t.Fatal("the table holds the users in id order: the test would not test the sort")
 	}
-	got, err := loadUsers(ctx, db, "t")
+	got, err := loadUsers(ctx, db, "t", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
