@@ -122,14 +122,14 @@ func (g digestGroups) candidates(users []storedUser, digs []digest, skip func(i 
 	pipeline.Parallel(len(g.ends), 8, func(lo, hi int) {
 		var tab hashpart.Table
 		for grp := lo; grp < hi; grp++ {
-			stored := g.grouped[start(g.ends, grp):g.ends[grp]]
+			stored := hashpart.Group(g.grouped, g.ends, grp)
 			tab.Reset(len(stored))
 			for _, e := range stored {
 				if p := tab.Add(e, hashOnly); p != e.Pos {
 					users[p].dupDg = true
 				}
 			}
-			for _, e := range rows[start(rowEnds, grp):rowEnds[grp]] {
+			for _, e := range hashpart.Group(rows, rowEnds, grp) {
 				if k := tab.Find(e, hashOnly); k >= 0 && !users[k].dupDg {
 					at[e.Pos] = k
 				}
@@ -137,12 +137,4 @@ func (g digestGroups) candidates(users []storedUser, digs []digest, skip func(i 
 		}
 	})
 	return at
-}
-
-// start is where group g of a split begins.
-func start(ends []int, g int) int {
-	if g == 0 {
-		return 0
-	}
-	return ends[g-1]
 }

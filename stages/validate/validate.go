@@ -136,19 +136,15 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 			}
 			grouped, ends := hashpart.Split(keys, hashpart.Bits(len(keys)))
 			var tab hashpart.Table
-			from := 0
-			for _, end := range ends {
-				group := grouped[from:end]
-				from = end
+			for g := range ends {
+				group := hashpart.Group(grouped, ends, g)
 				tab.Reset(len(group))
 				for _, e := range group {
-					var kv string // the value at e.Pos, read only for a like hash
-					p := tab.Add(e, func(p int32) bool {
-						kv = at(e.Pos)
-						return at(p) == kv
-					})
-					switch {
-					case p == e.Pos:
+					p := tab.Add(e, func(p int32) bool { return at(p) == at(e.Pos) })
+					if p == e.Pos {
+						continue // the value's first row
+					}
+					switch kv := at(e.Pos); {
 					case d.clash[kv] == nil:
 						d.clash[kv] = []int32{p, e.Pos}
 					default:

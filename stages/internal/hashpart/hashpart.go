@@ -76,6 +76,16 @@ func Split(entries []Entry, b int) (grouped []Entry, ends []int) {
 	return grouped, ends
 }
 
+// Group returns group g of a split: the grouped entries from ends[g-1]
+// (or 0) to ends[g].
+func Group(grouped []Entry, ends []int, g int) []Entry {
+	from := 0
+	if g > 0 {
+		from = ends[g-1]
+	}
+	return grouped[from:ends[g]]
+}
+
 // Table is a hash table with open addressing over one group's entries,
 // reused from group to group. Its slots are taken from the hashes' low
 // bits: the top ones are those the group shares.

@@ -35,6 +35,9 @@ func TestSplit(t *testing.T) {
 		from := 0
 		for g, end := range ends {
 			group := grouped[from:end]
+			if got := Group(grouped, ends, g); !slices.Equal(got, group) {
+				t.Fatalf("bits %d: Group(%d) = %d entries, want %d", b, g, len(got), len(group))
+			}
 			for j, e := range group {
 				if b > 0 && int(e.Hash>>(64-b)) != g {
 					t.Fatalf("bits %d: hash %x in group %d", b, e.Hash, g)
