@@ -356,16 +356,18 @@ func (d *userDiff) revertLoop(loop []int, n int, rowOfSnap func(int) int) bool {
 	var rows []onLoop
 	touched := false
 	for _, node := range loop {
-		switch i := -1; {
-		case node >= n:
-			i = node - n
+		// The node's row: a new user's, the open row about a user, or the
+		// fast row about one (whose e-mail is the user's, unread in fin).
+		i := node - n
+		if node < n {
+			i = rowOfSnap(node)
+		}
+		switch {
+		case i >= 0:
 			rows = append(rows, onLoop{i, node, d.rows[i].fin.email, false})
 			touched = touched || d.rows[i].mgrSet
-		default:
-			if i = rowOfSnap(node); i >= 0 {
-				rows = append(rows, onLoop{i, node, d.rows[i].fin.email, false})
-				touched = touched || d.rows[i].mgrSet
-			} else if i = d.fastUser(node); i >= 0 {
+		case node < n:
+			if i = d.fastUser(node); i >= 0 {
 				rows = append(rows, onLoop{i, node, d.snap.st[node].email, true})
 			}
 		}
