@@ -201,7 +201,6 @@ type builder struct {
 	hintRows   int        // the last batch's rows
 	batches    []arrow.Record
 	rows       int // data rows in batches
-	inBatch    int
 	semicolons bool
 	warned     []pipeline.Issue
 	// rest is the text the reader reads from, for checkRest.
@@ -362,14 +361,13 @@ func (b *builder) cell(c int, v string, present bool) {
 
 func (b *builder) endRow() {
 	b.rows++
-	b.inBatch++
-	if b.inBatch >= b.batchRows || b.cur.bytes >= maxBatchBytes {
+	if len(b.cur.rows) >= b.batchRows || b.cur.bytes >= maxBatchBytes {
 		b.flush()
 	}
 }
 
 func (b *builder) flush() {
-	if b.cur == nil || b.inBatch == 0 {
+	if b.cur == nil { // startRow makes a batch with its first row
 		return
 	}
 	b.textHint = b.textHint[:0]
@@ -379,7 +377,7 @@ func (b *builder) flush() {
 	}
 	b.hintRows = len(b.cur.rows)
 	b.batches = append(b.batches, b.cur.record(b.schema))
-	b.cur, b.inBatch = nil, 0
+	b.cur = nil
 }
 
 // rowIssue records a row-level issue and optionally rejects the row (its
@@ -425,8 +423,8 @@ func (b *builder) readCSV(ctx context.Context, text io.Reader, comma rune) error
 	}
 	// Two goroutines share the rows: this one decodes the CSV (with the
 	// UTF-8 check and the record limit under it), the other appends the
-	// fields to the Arrow builders. Each is about half of parse on a large
-	// file (1M rows: 1.2 s on one core).
+	// fields to the batch's columns (batchCols). Each is about half of
+	// parse on a large file.
 	chunks := make(chan *csvChunk, 4)
 	free := make(chan *csvChunk, 8)
 	var crash any
@@ -550,40 +548,12 @@ func (b *builder) readRows(ctx context.Context, r *csvReader, chunks chan<- *csv
 // hands each chunk back through free. names is the header's width and
 // fieldCol maps a field to its column (-1: not read).
 func (b *builder) buildRows(chunks <-chan *csvChunk, free chan<- *csvChunk, names int, fieldCol []int) {
-	nc := len(b.cols)
-	have := make([]bool, nc)
+	have := make([]bool, len(b.cols))
 	for ch := range chunks {
 		from := 0
-		for i, row := range ch.rows {
-			fields := ch.fields[from:ch.ends[i]]
-			from = ch.ends[i]
-			b.startRow(row)
-			if len(fields) > names {
-				b.rejectRow(row, schemas.CodeMalformedRow,
-					fmt.Sprintf("the row has %d values but the header has %d columns; a value probably contains an unquoted comma: put quotes around it", len(fields), names), "")
-			}
-			filled := 0
-			for i, v := range fields {
-				if i < len(fieldCol) && fieldCol[i] >= 0 {
-					b.cell(fieldCol[i], v, true)
-					filled++
-				}
-			}
-			if filled < nc {
-				// Fewer fields than the header: the missing ones are empty.
-				clear(have)
-				for i := range fields {
-					if i < len(fieldCol) && fieldCol[i] >= 0 {
-						have[fieldCol[i]] = true
-					}
-				}
-				for c := 0; c < nc; c++ {
-					if !have[c] {
-						b.cell(c, "", true)
-					}
-				}
-			}
-			b.endRow()
+		for k, row := range ch.rows {
+			b.buildRow(row, ch.fields[from:ch.ends[k]], names, fieldCol, have)
+			from = ch.ends[k]
 		}
 		clear(ch.fields) // let the decoder's strings go
 		select {
@@ -591,6 +561,38 @@ func (b *builder) buildRows(chunks <-chan *csvChunk, free chan<- *csvChunk, name
 		default:
 		}
 	}
+}
+
+// buildRow appends one record's fields as a row; have is scratch space of
+// one flag per column.
+func (b *builder) buildRow(row int, fields []string, names int, fieldCol []int, have []bool) {
+	b.startRow(row)
+	if len(fields) > names {
+		b.rejectRow(row, schemas.CodeMalformedRow,
+			fmt.Sprintf("the row has %d values but the header has %d columns; a value probably contains an unquoted comma: put quotes around it", len(fields), names), "")
+	}
+	filled := 0
+	for i, v := range fields {
+		if i < len(fieldCol) && fieldCol[i] >= 0 {
+			b.cell(fieldCol[i], v, true)
+			filled++
+		}
+	}
+	if filled < len(b.cols) {
+		// Fewer fields than the header: the missing ones are empty.
+		clear(have)
+		for i := range fields {
+			if i < len(fieldCol) && fieldCol[i] >= 0 {
+				have[fieldCol[i]] = true
+			}
+		}
+		for c, ok := range have {
+			if !ok {
+				b.cell(c, "", true)
+			}
+		}
+	}
+	b.endRow()
 }
 
 // drain reads the rest of the file to find encoding damage or malformed
