@@ -370,6 +370,13 @@ func (rn *Runner) settle(ctx context.Context, run *Run, f *File) error {
 		// Every stage ran but none decided: a pipeline without apply.
 		f.Status = StatusPlanned
 	}
+	if err := f.Kept(); err != nil && !f.Applied && f.Status != StatusFailed {
+		// apply waits for it itself; a file that never got there (a
+		// duplicate, a rejected or planned one) still had its reception
+		// to keep for backfills: the disk is the operator's to fix, and
+		// the upload waits in /incoming for the next run.
+		f.Status, f.Err = StatusFailed, err
+	}
 	if f.Applied || run.DryRun {
 		return nil
 	}

@@ -8,11 +8,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -211,6 +213,66 @@ func TestDataDirFullDuringStaging(t *testing.T) {
 	}
 	if n := c.count(`SELECT count(*) FROM users`); n != rows {
 		t.Fatalf("%d users, want %d", n, rows)
+	}
+	if s := stagedFiles(t, c.dataDir, "acme"); len(s) != 2 { // <sha256> and its .meta.jsonl
+		t.Fatalf("staging holds %v, want the file and its metadata", s)
+	}
+}
+
+// TestStagedCopyKeptBeforeApply: the received copy cannot be kept under its
+// content's name (staging holds a directory there), which fetch finds out
+// in the background while the later stages already read the bytes. The
+// file fails as the operator's to fix, nothing is applied, the upload stays
+// in incoming/ and staging keeps no temporary name; once the name is free,
+// the next run applies the file and keeps its copy.
+func TestStagedCopyKeptBeforeApply(t *testing.T) {
+	c := newCLI(t)
+	c.must("tenant", "add", "acme")
+	const rows = 20
+	body := paddedUsers(rows, 10)
+	in := filepath.Join(c.dataDir, "sftp", "acme", "incoming")
+	if err := os.MkdirAll(in, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(in, "users.csv"), body, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(body)
+	blocker := filepath.Join(c.dataDir, "staging", "acme", hex.EncodeToString(sum[:]))
+	if err := os.MkdirAll(filepath.Join(blocker, "in-the-way"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := c.roster(context.Background(), "run", "--tenant", "acme", "--json")
+	var out runJSON
+	if err := json.Unmarshal([]byte(stdout), &out); err != nil {
+		t.Fatalf("exit %d, output %q %q: %v", code, stdout, stderr, err)
+	}
+	if code != exitFailed || out.Status != "failed" || out.Class != "system" || !strings.Contains(out.Reason, "store in staging") {
+		t.Fatalf("exit %d, %+v; want a system failure saying the copy could not be stored in staging", code, out)
+	}
+	if n := c.count(`SELECT count(*) FROM users`); n != 0 {
+		t.Fatalf("%d users applied from a file whose copy was not kept", n)
+	}
+	if s := stagedFiles(t, c.dataDir, "acme"); !slices.Equal(s, []string{filepath.Base(blocker)}) {
+		t.Fatalf("staging holds %v, want only what was in the way", s)
+	}
+	if _, err := os.Stat(filepath.Join(in, "users.csv")); err != nil {
+		t.Fatalf("the upload left incoming/: %v", err)
+	}
+
+	if err := os.RemoveAll(blocker); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr = c.roster(context.Background(), "run", "--tenant", "acme", "--json")
+	if code != exitOK {
+		t.Fatalf("the run after freeing the name: exit %d %s %s", code, stdout, stderr)
+	}
+	if n := c.count(`SELECT count(*) FROM users`); n != rows {
+		t.Fatalf("%d users, want %d", n, rows)
+	}
+	kept, err := os.ReadFile(blocker)
+	if err != nil || !bytes.Equal(kept, body) {
+		t.Fatalf("staging's copy: %v, equal to the upload: %v", err, bytes.Equal(kept, body))
 	}
 	if s := stagedFiles(t, c.dataDir, "acme"); len(s) != 2 { // <sha256> and its .meta.jsonl
 		t.Fatalf("staging holds %v, want the file and its metadata", s)

@@ -71,6 +71,12 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 	if err := a.digests(ctx); err != nil {
 		return pipeline.Stats{}, err
 	}
+	// The received copy must be durable before the ledger says the file
+	// was applied: a backfill replays it from there (fetch keeps it in the
+	// background, long done by now on any file worth the wait).
+	if err := f.Kept(); err != nil {
+		return pipeline.Stats{}, fmt.Errorf("apply: %w", err)
+	}
 	f.Status = pipeline.StatusApplied
 	if err := run.Ledger.RecordFile(ctx, tx, run.ID, f); err != nil {
 		f.Status = pipeline.StatusProcessing

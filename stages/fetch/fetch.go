@@ -52,14 +52,18 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 	if err != nil {
 		return pipeline.Stats{}, fmt.Errorf("fetch: create staging file: %w", err)
 	}
+	kept := false
 	defer func() {
-		tmp.Close()
-		os.Remove(tmp.Name())
+		if !kept {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
 	}()
-	h := sha256.New()
+	h := newHashWriter(sha256.New())
+	defer h.Close()
 	// The limit is checked before reading where the size is known, and
 	// enforced while copying in every case: a file may grow after List.
-	w := &limitWriter{w: io.MultiWriter(tmp, h), left: limit}
+	w := &limitWriter{w: io.MultiWriter(h, tmp), left: limit}
 	var n int64
 	if f.Remote {
 		if run.Store == nil {
@@ -84,7 +88,9 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 				f.ModTime = st.ModTime()
 			}
 		}
-		n, err = io.Copy(w, src)
+		// Large reads (os.File's own WriteTo would copy 32 KiB at a time,
+		// each a hand-over to the hashing goroutine).
+		n, err = io.CopyBuffer(w, struct{ io.Reader }{src}, make([]byte, hashChunk))
 	}
 	if w.over {
 		return pipeline.Stats{}, tooLarge(limit+1, limit)
@@ -92,32 +98,57 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 	if err != nil {
 		return pipeline.Stats{}, fmt.Errorf("fetch %s: %w", f.Name, err)
 	}
-	if err := tmp.Sync(); err != nil {
-		return pipeline.Stats{}, fmt.Errorf("fetch: sync staging: %w", err)
-	}
-	sum := hex.EncodeToString(h.Sum(nil))
-	final := filepath.Join(dir, sum)
-	if err := os.Rename(tmp.Name(), final); err != nil {
-		return pipeline.Stats{}, fmt.Errorf("fetch: store in staging: %w", err)
-	}
-	f.Size, f.SHA256, f.Staged = n, sum, final
+	sum := hex.EncodeToString(h.Sum())
+	// The stages read the bytes under this run's name while the copy is
+	// made durable under its content's name in the background (see keep).
+	f.Size, f.SHA256, f.Staged = n, sum, tmp.Name()
+	f.Temp = append(f.Temp, tmp.Name())
 	meta := Meta{Tenant: run.Tenant.ID, Name: f.Name, SHA256: sum, Size: n,
 		LogicalDate: run.LogicalDate.Format(time.DateOnly), ReceivedAt: time.Now().UTC(), RunID: run.ID}
-	if b, err := json.Marshal(meta); err == nil {
-		// One line per reception: the same bytes may arrive on several dates.
-		mf, err := os.OpenFile(final+".meta.jsonl", os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o640)
-		if err != nil {
-			return pipeline.Stats{}, fmt.Errorf("fetch: write staging metadata: %w", err)
-		}
-		_, werr := mf.Write(append(b, '\n'))
-		if cerr := mf.Close(); werr == nil {
-			werr = cerr
-		}
-		if werr != nil {
-			return pipeline.Stats{}, fmt.Errorf("fetch: write staging metadata: %w", werr)
-		}
-	}
+	kept = true
+	f.KeepInBackground(func() error { return keep(tmp, filepath.Join(dir, sum), meta) })
 	return pipeline.Stats{RowsIn: 1, RowsOut: 1}, nil
+}
+
+// keep makes the received copy tmp durable as final, the name later runs
+// and backfills look for, and adds meta to final's reception log. final
+// appears only once its bytes are on disk, so a crash cannot leave a torn
+// file under a content's name; it is a second link to tmp's bytes, which
+// the stages read under tmp's name meanwhile (the runner removes that name
+// when the file is done).
+func keep(tmp *os.File, final string, meta Meta) error {
+	defer tmp.Close()
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("fetch: sync staging: %w", err)
+	}
+	// A link under a name of its own, then a rename over final: the same
+	// content received again replaces its earlier copy, as one step.
+	link := tmp.Name() + ".keep"
+	os.Remove(link)
+	if err := os.Link(tmp.Name(), link); err != nil {
+		return fmt.Errorf("fetch: store in staging: %w", err)
+	}
+	if err := os.Rename(link, final); err != nil {
+		os.Remove(link)
+		return fmt.Errorf("fetch: store in staging: %w", err)
+	}
+	b, err := json.Marshal(meta)
+	if err != nil {
+		return fmt.Errorf("fetch: write staging metadata: %w", err)
+	}
+	// One line per reception: the same bytes may arrive on several dates.
+	mf, err := os.OpenFile(final+".meta.jsonl", os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o640)
+	if err != nil {
+		return fmt.Errorf("fetch: write staging metadata: %w", err)
+	}
+	_, werr := mf.Write(append(b, '\n'))
+	if cerr := mf.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		return fmt.Errorf("fetch: write staging metadata: %w", werr)
+	}
+	return nil
 }
 
 func tooLarge(size, limit int64) error {
