@@ -1,42 +1,108 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"strconv"
 	"time"
 	"unsafe"
+
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/lib/pq"
 )
 
-// CopyLine is one row in PostgreSQL's COPY text format, built value by
-// value in a reused buffer: what CopyRows sends instead of a database/sql
-// Exec per row, whose argument conversions cost as much CPU as the
-// server's own work on a million rows.
+// CopyLine is one row for COPY, built value by value in a reused buffer:
+// what CopyRows sends instead of a database/sql Exec per row, whose
+// argument conversions cost as much CPU as the server's own work on a
+// million rows.
+//
+// The row is in PostgreSQL's binary COPY format on a connection from
+// TxConn, in the text format on lib/pq's (see CopyRows). The methods are
+// the same for both: each appends the next column's value.
 type CopyLine struct {
 	b    []byte
 	cols int
 
 	// Set by CopyRows: where End sends the row.
 	ctx   context.Context
-	cp    copier
 	table string
 	want  int // values per row
 	sent  int
+	cp    copier // text: lib/pq's COPY statement
+
+	// binary: the rows are gathered in b and handed to send in large
+	// pieces; col holds the columns' names and types, start is where the
+	// row being built begins in b, err the first value its column's type
+	// cannot take.
+	bin   bool
+	col   []copyColumn
+	start int
+	err   error
+	send  func([]byte) error
 }
 
+// binFlush is how much of the binary stream CopyLine gathers before it
+// hands it on.
+const binFlush = 256 << 10
+
 func (l *CopyLine) sep() {
+	if l.bin {
+		if l.cols == 0 {
+			l.start = len(l.b)
+			l.b = append(l.b, 0, 0) // the field count, set by End
+		}
+		l.cols++
+		return
+	}
 	if l.cols > 0 {
 		l.b = append(l.b, '\t')
 	}
 	l.cols++
 }
 
+// binField starts a binary value of n bytes and returns the column's type,
+// or 0 past the last column (End reports the count).
+func (l *CopyLine) binField(n int) uint32 {
+	l.sep()
+	l.b = binary.BigEndian.AppendUint32(l.b, uint32(n))
+	if l.cols > len(l.col) {
+		return 0
+	}
+	return l.col[l.cols-1].oid
+}
+
+// mistyped records that the value given for the current column is not one
+// its type takes in the binary format (a mistake of the caller's, which
+// the text format would only have caught on some values).
+func (l *CopyLine) mistyped(what string) {
+	if l.err == nil && l.cols <= len(l.col) {
+		c := l.col[l.cols-1]
+		l.err = fmt.Errorf("copy into %s: column %s (type oid %d) given %s", l.table, c.name, c.oid, what)
+	}
+}
+
 // Text appends a text value, escaped as COPY reads it (backslash, tab,
 // line feed and carriage return).
 func (l *CopyLine) Text(s string) {
+	if l.bin {
+		switch l.binField(len(s)) {
+		case oidText, oidVarchar, oidBpchar, oidJSON:
+		case oidJSONB:
+			// jsonb's binary form is a version byte, then the text.
+			binary.BigEndian.PutUint32(l.b[len(l.b)-4:], uint32(len(s)+1))
+			l.b = append(l.b, 1)
+		default:
+			l.mistyped("text")
+		}
+		l.b = append(l.b, s...)
+		return
+	}
 	l.sep()
 	// Most values need no escape: their bytes up to the first backslash
 	// or control byte go in at once (a switch per byte was 0.23 s of a
@@ -64,18 +130,37 @@ func (l *CopyLine) Text(s string) {
 
 // Null appends NULL.
 func (l *CopyLine) Null() {
+	if l.bin {
+		l.binField(-1)
+		return
+	}
 	l.sep()
 	l.b = append(l.b, '\\', 'N')
 }
 
 // Int appends an integer.
 func (l *CopyLine) Int(v int64) {
+	if l.bin {
+		l.binInt(v)
+		return
+	}
 	l.sep()
 	l.b = strconv.AppendInt(l.b, v, 10)
 }
 
 // Bool appends a boolean.
 func (l *CopyLine) Bool(v bool) {
+	if l.bin {
+		if l.binField(1) != oidBool {
+			l.mistyped("a boolean")
+		}
+		if v {
+			l.b = append(l.b, 1)
+		} else {
+			l.b = append(l.b, 0)
+		}
+		return
+	}
 	l.sep()
 	if v {
 		l.b = append(l.b, 't')
@@ -89,6 +174,14 @@ func (l *CopyLine) Bool(v bool) {
 // time.Time a date was ~100 ns, a tenth of a million-user COPY's
 // encoding); others, which no HR file has, through time.Time.
 func (l *CopyLine) Date(days int32) {
+	if l.bin {
+		// PostgreSQL counts days from 2000-01-01, 10,957 days later.
+		if l.binField(4) != oidDate {
+			l.mistyped("a date")
+		}
+		l.b = binary.BigEndian.AppendUint32(l.b, uint32(int64(days)-10957))
+		return
+	}
 	l.sep()
 	y, m, d := civil(int64(days))
 	if y < 0 || y > 9999 {
@@ -132,6 +225,13 @@ func (l *CopyLine) OptBytea(b []byte, ok bool) {
 		l.Null()
 		return
 	}
+	if l.bin {
+		if l.binField(len(b)) != oidBytea {
+			l.mistyped("bytes")
+		}
+		l.b = append(l.b, b...)
+		return
+	}
 	l.sep()
 	l.b = append(l.b, '\\', '\\', 'x')
 	l.b = hex.AppendEncode(l.b, b)
@@ -164,6 +264,30 @@ func (l *CopyLine) OptDate(days int32, ok bool) {
 	}
 }
 
+// binInt appends v as the current column's integer type.
+func (l *CopyLine) binInt(v int64) {
+	l.sep()
+	var typ uint32
+	if l.cols <= len(l.col) {
+		typ = l.col[l.cols-1].oid
+	}
+	switch {
+	case typ == oidInt8:
+		l.b = binary.BigEndian.AppendUint32(l.b, 8)
+		l.b = binary.BigEndian.AppendUint64(l.b, uint64(v))
+	case typ == oidInt4 && v == int64(int32(v)):
+		l.b = binary.BigEndian.AppendUint32(l.b, 4)
+		l.b = binary.BigEndian.AppendUint32(l.b, uint32(v))
+	case typ == oidInt2 && v == int64(int16(v)):
+		l.b = binary.BigEndian.AppendUint32(l.b, 2)
+		l.b = binary.BigEndian.AppendUint16(l.b, uint16(v))
+	default:
+		l.b = binary.BigEndian.AppendUint32(l.b, 8)
+		l.b = binary.BigEndian.AppendUint64(l.b, uint64(v))
+		l.mistyped("the integer " + strconv.FormatInt(v, 10))
+	}
+}
+
 // End sends the row built since the last End and starts the next one.
 // Cancellation is checked every few thousand rows rather than handed to
 // the driver, which watches a cancellable context with a goroutine per
@@ -176,6 +300,21 @@ func (l *CopyLine) End() error {
 		if err := l.ctx.Err(); err != nil {
 			return err
 		}
+	}
+	if l.bin {
+		if l.err != nil {
+			return fmt.Errorf("row %d: %w", l.sent+1, l.err)
+		}
+		binary.BigEndian.PutUint16(l.b[l.start:], uint16(l.cols))
+		l.sent++
+		l.cols = 0
+		if len(l.b) >= binFlush {
+			if err := l.send(l.b); err != nil {
+				return err
+			}
+			l.b = l.b[:0]
+		}
+		return nil
 	}
 	// The driver copies the line into its buffer at once, so it may alias
 	// l.b.
@@ -193,14 +332,46 @@ type copier interface {
 	CopyData(ctx context.Context, line string) (driver.Result, error)
 }
 
+// The column types the binary format is written for (pg_type's oids).
+const (
+	oidBool    = 16
+	oidBytea   = 17
+	oidInt8    = 20
+	oidInt2    = 21
+	oidInt4    = 23
+	oidText    = 25
+	oidJSON    = 114
+	oidBpchar  = 1042
+	oidVarchar = 1043
+	oidDate    = 1082
+	oidJSONB   = 3802
+)
+
+type copyColumn struct {
+	name string
+	oid  uint32
+}
+
 // CopyRows COPYs rows into table's cols on conn, the connection of the
 // open transaction they belong to (conn must not be used by anything else
 // meanwhile: the driver connection is held for the whole COPY). write
 // appends each row's values to line, one per column in order, and calls
 // line.End after each row. It returns the number of rows sent.
 //
-// The rows go to lib/pq's CopyData as text lines.
+// On a connection from TxConn (pgx) the rows go in PostgreSQL's binary
+// format, which the server reads without parsing text: a million new
+// users' COPY took 4.0-4.2 s of the server's time against 4.3-4.5 s as
+// text (psql, alternating, same rows), and the server is what a first
+// load waits for. On lib/pq's, which takes only text, they go to its
+// CopyData as text lines.
 func CopyRows(ctx context.Context, conn *sql.Conn, table string, cols []string, write func(line *CopyLine) error) (int, error) {
+	var bin bool
+	if err := conn.Raw(func(dc any) error { _, bin = dc.(*stdlib.Conn); return nil }); err != nil {
+		return 0, fmt.Errorf("copy into %s: %w", table, err)
+	}
+	if bin {
+		return copyBinary(ctx, conn, table, cols, write)
+	}
 	n := 0
 	err := conn.Raw(func(dc any) error {
 		prep, ok := dc.(driver.ConnPrepareContext)
@@ -237,4 +408,79 @@ func CopyRows(ctx context.Context, conn *sql.Conn, table string, cols []string, 
 		return nil
 	})
 	return n, err
+}
+
+// copyBinary is CopyRows on a pgx connection: the columns' types are read
+// first (the binary format has one encoding per type), then pgconn's
+// CopyFrom reads the stream write builds through a pipe, on a goroutine of
+// its own, so that encoding the next rows overlaps with sending these.
+func copyBinary(ctx context.Context, conn *sql.Conn, table string, cols []string, write func(line *CopyLine) error) (int, error) {
+	types, err := columnTypes(ctx, conn, table)
+	if err != nil {
+		return 0, fmt.Errorf("copy into %s: %w", table, err)
+	}
+	line := CopyLine{b: make([]byte, 0, binFlush+64<<10), ctx: ctx, table: table, want: len(cols), bin: true}
+	for _, c := range cols {
+		oid, ok := types[c]
+		if !ok {
+			return 0, fmt.Errorf("copy into %s: no column %s", table, c)
+		}
+		line.col = append(line.col, copyColumn{c, oid})
+	}
+	err = conn.Raw(func(dc any) error {
+		pc := dc.(*stdlib.Conn).Conn().PgConn()
+		pr, pw := io.Pipe()
+		done := make(chan error, 1)
+		go func() {
+			_, err := pc.CopyFrom(ctx, pr, copySQL(table, cols)+" (FORMAT binary)")
+			// A COPY the server ended early stops the writes still to come.
+			pr.CloseWithError(cmp.Or(err, io.ErrClosedPipe))
+			done <- err
+		}()
+		line.send = func(b []byte) error {
+			_, err := pw.Write(b)
+			return err
+		}
+		line.b = append(line.b, copySignature...)
+		line.b = append(line.b, 0, 0, 0, 0, 0, 0, 0, 0) // flags, header extension length
+		werr := write(&line)
+		if werr == nil && line.cols > 0 {
+			werr = fmt.Errorf("copy into %s: the last row has no End", table)
+		}
+		if werr == nil {
+			werr = line.send(binary.BigEndian.AppendUint16(line.b, 0xffff)) // the trailer
+		}
+		// A failed write makes CopyFrom send CopyFail: the server ends
+		// the COPY and the transaction must be rolled back.
+		pw.CloseWithError(werr)
+		cerr := <-done
+		switch {
+		case cerr != nil:
+			return fmt.Errorf("copy into %s: %w", table, cerr)
+		case werr != nil:
+			return werr
+		}
+		return nil
+	})
+	return line.sent, err
+}
+
+// columnTypes reads the type of each of table's columns.
+func columnTypes(ctx context.Context, conn *sql.Conn, table string) (map[string]uint32, error) {
+	rows, err := conn.QueryContext(ctx, `SELECT attname, atttypid::bigint FROM pg_attribute
+		WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped`, pq.QuoteIdentifier(table))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	types := map[string]uint32{}
+	for rows.Next() {
+		var name string
+		var oid int64
+		if err := rows.Scan(&name, &oid); err != nil {
+			return nil, err
+		}
+		types[name] = uint32(oid)
+	}
+	return types, rows.Err()
 }

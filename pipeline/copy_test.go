@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -16,11 +17,15 @@ import (
 )
 
 // ownConn is a connection of its own to a fresh database, as apply holds
-// one for its transaction.
-func ownConn(t *testing.T) (*sqlx.DB, *sqlx.Conn) {
+// one for its transaction: lib/pq's (text COPY) or TxConn's (binary).
+func ownConn(t *testing.T, binary bool) (*sqlx.DB, *sqlx.Conn) {
 	t.Helper()
 	db, _ := pgtest.New(t)
-	c, err := db.Connx(context.Background())
+	connect := func(ctx context.Context, db *sqlx.DB) (*sqlx.Conn, error) { return db.Connx(ctx) }
+	if binary {
+		connect = pipeline.TxConn
+	}
+	c, err := connect(context.Background(), db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,37 +33,52 @@ func ownConn(t *testing.T) (*sqlx.DB, *sqlx.Conn) {
 	return db, c
 }
 
+// bothFormats runs test on a lib/pq connection and on a TxConn one.
+func bothFormats(t *testing.T, test func(t *testing.T, binary bool)) {
+	for _, binary := range []bool{false, true} {
+		t.Run(map[bool]string{false: "text", true: "binary"}[binary], func(t *testing.T) { test(t, binary) })
+	}
+}
+
 // TestCopyRowsRoundTrip: every value CopyLine encodes comes back from
-// PostgreSQL as it was sent — text with the characters COPY's format
-// escapes, NULLs beside empty strings, integers, booleans and dates — and
-// the rows are part of the open transaction (gone after a rollback).
-func TestCopyRowsRoundTrip(t *testing.T) {
-	db, conn := ownConn(t)
+// PostgreSQL as it was sent, in both formats — text with the characters
+// COPY's text format escapes, NULLs beside empty strings, integers,
+// booleans and dates, jsonb, bytea — and the rows are part of the open
+// transaction (gone after a rollback).
+func TestCopyRowsRoundTrip(t *testing.T) { bothFormats(t, testCopyRowsRoundTrip) }
+
+func testCopyRowsRoundTrip(t *testing.T, binary bool) {
+	db, conn := ownConn(t, binary)
 	ctx := context.Background()
 	texts := []string{"", "plain", `back\slash`, "tab\there", "line\nfeed", "carriage\rreturn", `\N`, `\.`, "end\\", "Zoë 東京 🙂", "'=1+2", `{"a": "b\"c"}`}
 	type row struct {
-		id   int64
-		txt  sql.NullString
-		ok   bool
-		day  sql.NullString
-		more int64
+		id    int64
+		txt   sql.NullString
+		ok    bool
+		day   sql.NullString
+		more  int64
+		small int64
+		doc   sql.NullString
+		raw   []byte
 	}
 	var want []row
 	for i, s := range texts {
 		want = append(want, row{id: int64(i) - 3, txt: sql.NullString{String: s, Valid: true}, ok: i%2 == 0,
-			day: sql.NullString{String: time.Unix(int64(i*4000-9000)*86400, 0).UTC().Format(time.DateOnly), Valid: true}, more: 1 << 40})
+			day: sql.NullString{String: time.Unix(int64(i*4000-9000)*86400, 0).UTC().Format(time.DateOnly), Valid: true}, more: 1 << 40,
+			small: int64(i) - 1<<31 + 5, doc: sql.NullString{String: fmt.Sprintf(`{"k": %q}`, s), Valid: true}, raw: []byte(s + "\x00\xff")})
 	}
-	want = append(want, row{id: 99}) // NULL text and date
+	want = append(want, row{id: 99, small: 1<<31 - 1}) // NULL text, date, jsonb and bytea
 	for _, commit := range []bool{false, true} {
 		tx, err := conn.BeginTxx(ctx, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer tx.Rollback() //nolint:errcheck // ends the transaction if the test fails in it; after Commit a no-op
-		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS copied (id bigint, txt text, ok boolean, day date, more bigint)`); err != nil {
+		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS copied (id bigint, txt text, ok boolean, day date, more bigint,
+			small integer, doc jsonb, raw bytea)`); err != nil {
 			t.Fatal(err)
 		}
-		n, err := pipeline.CopyRows(ctx, conn.Conn, "copied", []string{"id", "txt", "ok", "day", "more"}, func(l *pipeline.CopyLine) error {
+		n, err := pipeline.CopyRows(ctx, conn.Conn, "copied", []string{"id", "txt", "ok", "day", "more", "small", "doc", "raw"}, func(l *pipeline.CopyLine) error {
 			for _, w := range want {
 				l.Int(w.id)
 				l.OptText(w.txt.String, w.txt.Valid)
@@ -66,6 +86,9 @@ func TestCopyRowsRoundTrip(t *testing.T) {
 				d, _ := time.Parse(time.DateOnly, w.day.String)
 				l.OptDate(int32(d.Unix()/86400), w.day.Valid)
 				l.Int(w.more)
+				l.Int(w.small)
+				l.OptText(w.doc.String, w.doc.Valid)
+				l.OptBytea(w.raw, w.raw != nil)
 				if err := l.End(); err != nil {
 					return err
 				}
@@ -89,7 +112,7 @@ func TestCopyRowsRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rows, err := db.QueryContext(ctx, `SELECT id, txt, ok, to_char(day, 'YYYY-MM-DD'), more FROM copied ORDER BY id`)
+	rows, err := db.QueryContext(ctx, `SELECT id, txt, ok, to_char(day, 'YYYY-MM-DD'), more, small, doc::text, raw FROM copied ORDER BY id`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +121,7 @@ func TestCopyRowsRoundTrip(t *testing.T) {
 	for rows.Next() {
 		var r row
 		var more sql.NullInt64
-		if err := rows.Scan(&r.id, &r.txt, &r.ok, &r.day, &more); err != nil {
+		if err := rows.Scan(&r.id, &r.txt, &r.ok, &r.day, &more, &r.small, &r.doc, &r.raw); err != nil {
 			t.Fatal(err)
 		}
 		r.more = more.Int64
@@ -108,19 +131,63 @@ func TestCopyRowsRoundTrip(t *testing.T) {
 		t.Fatalf("%d rows back, want %d", len(got), len(want))
 	}
 	for i := range want {
-		if got[i] != want[i] {
+		if !reflect.DeepEqual(got[i], want[i]) {
 			t.Errorf("row %d: got %+v, want %+v", i, got[i], want[i])
 		}
 	}
 }
 
-// TestCopyRowsErrors: a row with fewer values than columns is a mistake of
-// the caller, reported rather than sent; a row the server refuses fails
-// the COPY with PostgreSQL's error, and the connection is usable again
-// once the transaction is rolled back.
-func TestCopyRowsErrors(t *testing.T) {
-	_, conn := ownConn(t)
+// TestCopyRowsErrors, in both formats: a row with fewer values than
+// columns is a mistake of the caller, reported rather than sent, and so is
+// a value its column cannot take (text for an integer: named by the binary
+// encoder, refused by the server in text); an error of write's own ends
+// the COPY with that error; a row the server refuses fails the COPY with
+// PostgreSQL's error, and the connection is usable again once the
+// transaction is rolled back.
+func TestCopyRowsErrors(t *testing.T) { bothFormats(t, testCopyRowsErrors) }
+
+func testCopyRowsErrors(t *testing.T, binary bool) {
+	_, conn := ownConn(t, binary)
 	ctx := context.Background()
+	for _, c := range []struct {
+		name  string
+		write func(l *pipeline.CopyLine) error
+		want  string
+	}{
+		{"text for an integer", func(l *pipeline.CopyLine) error {
+			l.Int(1)
+			l.Text("two")
+			return l.End()
+		}, map[bool]string{false: "invalid input syntax for type integer", true: "column b (type oid 23) given text"}[binary]},
+		{"an integer over the column's range", func(l *pipeline.CopyLine) error {
+			l.Int(1)
+			l.Int(1 << 40)
+			return l.End()
+		}, map[bool]string{false: "out of range", true: "column b (type oid 23) given the integer 1099511627776"}[binary]},
+		{"write's own error after many rows", func(l *pipeline.CopyLine) error {
+			for k := 1; k <= 50000; k++ {
+				l.Int(int64(k))
+				l.Int(int64(k))
+				if err := l.End(); err != nil {
+					return err
+				}
+			}
+			return errors.New("the plan ran out")
+		}, "the plan ran out"},
+	} {
+		tx, err := conn.BeginTxx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.ExecContext(ctx, `CREATE TEMP TABLE two (a int, b int)`); err != nil {
+			t.Fatal(err)
+		}
+		_, err = pipeline.CopyRows(ctx, conn.Conn, "two", []string{"a", "b"}, c.write)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error saying %q", c.name, err, c.want)
+		}
+		tx.Rollback() //nolint:errcheck
+	}
 	tx, err := conn.BeginTxx(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -227,5 +294,32 @@ func TestCopyOutStopsOnCancel(t *testing.T) {
 	}
 	if !errors.Is(err, context.Canceled) && !strings.Contains(err.Error(), "cancel") {
 		t.Errorf("err %v, want the cancellation", err)
+	}
+}
+
+// TestTxConnClosesWithTheDB: TxConn's pool is closed with the database it
+// was opened beside (a pool left open would keep connections to a
+// database that tests drop and operators restart).
+func TestTxConnClosesWithTheDB(t *testing.T) {
+	_, url := pgtest.New(t)
+	db, err := pipeline.OpenDB(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	c, err := pipeline.TxConn(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var one int
+	if err := c.GetContext(ctx, &one, `SELECT 1`); err != nil || one != 1 {
+		t.Fatalf("a TxConn query: %d, %v", one, err)
+	}
+	c.Close()
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pipeline.TxConn(ctx, db); err == nil || !strings.Contains(err.Error(), "closed") {
+		t.Fatalf("TxConn after db.Close: %v, want the pool closed", err)
 	}
 }

@@ -9,43 +9,75 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 )
 
 // OpenDB opens the PostgreSQL database at url with lib/pq, the driver of
-// every query roster makes, and keeps url read as the connection CopyOut
-// opens to the same database needs it: lib/pq cannot read a COPY … TO
-// STDOUT. It does not connect: the first query does.
+// every query roster makes, and keeps url read for the two places where
+// lib/pq falls short: CopyOut (lib/pq cannot read a COPY … TO STDOUT) and
+// TxConn (its COPY … FROM STDIN takes only text). It does not connect: the
+// first query does.
 func OpenDB(url string) (*sqlx.DB, error) {
 	c, err := pq.NewConnector(url)
 	if err != nil {
 		return nil, err
 	}
-	// A URL the COPY connection cannot use fails here, when the operator
+	// A URL the pgx connections cannot use fails here, when the operator
 	// starts roster, not in the middle of every run's diff; read once, not
 	// per diff (with sslrootcert, reading it reads the certificate file).
 	cfg, err := copyConfig(url)
 	if err != nil {
 		return nil, err
 	}
-	return sqlx.NewDb(sql.OpenDB(copyConnector{c, cfg}), "postgres"), nil
+	cc, err := pgx.ParseConfig(url)
+	if err != nil {
+		return nil, err
+	}
+	cc.Config = *cfg.Copy()
+	tx := stdlib.OpenDB(*cc)
+	// An apply holds one connection for its transaction; a few stay open
+	// for the next file's.
+	tx.SetMaxIdleConns(4)
+	tx.SetConnMaxIdleTime(5 * time.Minute)
+	return sqlx.NewDb(sql.OpenDB(copyConnector{c, cfg, tx}), "postgres"), nil
 }
 
-// copyConnector and copyDriver carry the COPY connection's configuration
-// beside lib/pq's connector, where CopyOut finds it through sql.DB.Driver.
+// TxConn returns a connection for a transaction that COPYs rows in with
+// CopyRows: from the pool of pgx connections OpenDB keeps beside db, on
+// which CopyRows writes PostgreSQL's binary format; from db itself (text)
+// when db was not opened with OpenDB. Close it when done.
+func TxConn(ctx context.Context, db *sqlx.DB) (*sqlx.Conn, error) {
+	d, ok := db.Driver().(copyDriver)
+	if !ok {
+		return db.Connx(ctx)
+	}
+	return sqlx.NewDb(d.tx, "pgx").Connx(ctx)
+}
+
+// copyConnector and copyDriver carry the pgx connections' configuration
+// and TxConn's pool beside lib/pq's connector, where CopyOut and TxConn
+// find them through sql.DB.Driver. Closing db closes the pool too.
 type copyConnector struct {
 	driver.Connector
 	cfg *pgconn.Config
+	tx  *sql.DB
 }
 
-func (c copyConnector) Driver() driver.Driver { return copyDriver{c.Connector.Driver(), c.cfg} }
+func (c copyConnector) Driver() driver.Driver { return copyDriver{c.Connector.Driver(), c.cfg, c.tx} }
+
+// Close is called by sql.DB.Close.
+func (c copyConnector) Close() error { return c.tx.Close() }
 
 type copyDriver struct {
 	driver.Driver
 	cfg *pgconn.Config
+	tx  *sql.DB
 }
 
 // ErrNoCopyURL: CopyOut was given a database not opened with OpenDB.

@@ -108,37 +108,27 @@ func (l PGLedger) AddIssues(ctx context.Context, tx *sqlx.Tx, runID int64, f *Fi
 	return insertIssues(ctx, tx, runID, f.ID, issues)
 }
 
-// insertIssues COPYs issues into the ledger: a bad file may carry thousands.
+// insertIssues writes issues into the ledger with one statement, in list
+// order, whatever the driver of tx's connection (a bad file may carry
+// thousands: one INSERT per issue took seconds).
 func insertIssues(ctx context.Context, tx *sqlx.Tx, runID, fileID int64, list []Issue) error {
 	if len(list) == 0 {
 		return nil
 	}
-	stmt, err := PrepareCopy(ctx, tx, "issues", "run_id", "file_id", "row", "column", "code", "severity", "message", "value")
-	if err != nil {
+	rows := make(pq.Int64Array, len(list))
+	cols, codes, sevs := make(pq.StringArray, len(list)), make(pq.StringArray, len(list)), make(pq.StringArray, len(list))
+	msgs, vals := make(pq.StringArray, len(list)), make(pq.StringArray, len(list))
+	for k, is := range list {
+		rows[k] = int64(max(is.Row, 0)) // 0: the file, not a row (NULL)
+		cols[k], codes[k], sevs[k], msgs[k], vals[k] = is.Column, is.Code, string(is.Severity), is.Message, is.Value
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO issues (run_id, file_id, row, "column", code, severity, message, value)
+		SELECT $1, $2, NULLIF(i.row, 0), i.col, i.code, i.sev, i.msg, i.val
+		FROM unnest($3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[]) WITH ORDINALITY AS i(row, col, code, sev, msg, val, n)
+		ORDER BY i.n`, runID, fileID, rows, cols, codes, sevs, msgs, vals); err != nil {
 		return fmt.Errorf("ledger: record issues: %w", err)
 	}
-	for _, is := range list {
-		var row any
-		if is.Row > 0 {
-			row = is.Row
-		}
-		if _, err := stmt.ExecContext(ctx, runID, fileID, row, is.Column, is.Code, string(is.Severity), is.Message, is.Value); err != nil {
-			stmt.Close()
-			return fmt.Errorf("ledger: record issues: %w", err)
-		}
-	}
-	if _, err := stmt.ExecContext(ctx); err != nil {
-		stmt.Close()
-		return fmt.Errorf("ledger: record issues: %w", err)
-	}
-	return stmt.Close()
-}
-
-// PrepareCopy prepares a COPY … FROM STDIN inside tx. lib/pq runs COPY
-// through a prepared statement (only inside a transaction): each Exec with
-// values buffers a row, an Exec without values flushes, Close ends it.
-func PrepareCopy(ctx context.Context, tx *sqlx.Tx, table string, cols ...string) (*sql.Stmt, error) {
-	return tx.PrepareContext(ctx, copySQL(table, cols))
+	return nil
 }
 
 // copySQL is the COPY … FROM STDIN statement for table's cols.

@@ -46,7 +46,7 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 	}
 	// The transaction on a connection of its own, which copyCreates also
 	// uses directly (pipeline.CopyRows) for the bulk of a first load.
-	conn, err := run.DB.Connx(ctx)
+	conn, err := pipeline.TxConn(ctx, run.DB)
 	if err != nil {
 		return pipeline.Stats{}, fmt.Errorf("apply: connect: %w", err)
 	}
@@ -125,27 +125,23 @@ func (a *applier) load(ctx context.Context, table string, schema *arrow.Schema, 
 	if err := a.exec(ctx, "create "+table, "CREATE TEMP TABLE "+table+" ("+strings.Join(cols, ", ")+") ON COMMIT DROP"); err != nil {
 		return err
 	}
-	stmt, err := pipeline.PrepareCopy(ctx, a.tx, table, names...)
+	_, err := pipeline.CopyRows(ctx, a.conn, table, names, func(l *pipeline.CopyLine) error {
+		for _, rec := range recs {
+			for i := 0; i < int(rec.NumRows()); i++ {
+				for c := range names {
+					copyValue(l, rec.Column(c), i)
+				}
+				if err := l.End(); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("apply: copy into %s: %w", table, err)
 	}
-	vals := make([]any, len(names))
-	for _, rec := range recs {
-		for i := 0; i < int(rec.NumRows()); i++ {
-			for c := range names {
-				vals[c] = value(rec.Column(c), i)
-			}
-			if _, err := stmt.ExecContext(ctx, vals...); err != nil {
-				stmt.Close()
-				return fmt.Errorf("apply: copy into %s: %w", table, err)
-			}
-		}
-	}
-	if _, err := stmt.ExecContext(ctx); err != nil {
-		stmt.Close()
-		return fmt.Errorf("apply: copy into %s: %w", table, err)
-	}
-	return stmt.Close()
+	return nil
 }
 
 func sqlType(t arrow.DataType) string {
@@ -162,23 +158,26 @@ func sqlType(t arrow.DataType) string {
 	return "text"
 }
 
-func value(col arrow.Array, i int) any {
+// copyValue appends row i of col to l, as the column sqlType made for it.
+func copyValue(l *pipeline.CopyLine, col arrow.Array, i int) {
 	if col.IsNull(i) {
-		return nil
+		l.Null()
+		return
 	}
 	switch c := col.(type) {
-	case *array.String:
-		return c.Value(i)
 	case *array.Int32:
-		return c.Value(i)
+		l.Int(int64(c.Value(i)))
 	case *array.Int64:
-		return c.Value(i)
+		l.Int(c.Value(i))
 	case *array.Boolean:
-		return c.Value(i)
+		l.Bool(c.Value(i))
 	case *array.Date32:
-		return c.Value(i).ToTime().Format(time.DateOnly)
+		l.Date(int32(c.Value(i)))
+	case *array.String:
+		l.Text(c.Value(i))
+	default:
+		l.Text(col.ValueStr(i))
 	}
-	return nil
 }
 
 // departments applies the department actions: creates first, then parents
