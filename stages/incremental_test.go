@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -420,4 +421,110 @@ func TestRowDigestIsStable(t *testing.T) {
 	if got != want {
 		t.Fatalf("row digest %s, want %s: if rows are now digested otherwise, bump digestVersion and pin the new value", got, want)
 	}
+}
+
+// TestIncrementalDiffStaysLocalInADeepTree: in a tenant of 3,280 users in
+// a tree eight levels deep, every manager named by e-mail, a file that
+// changes one leaf's title (and reorders every row) leaves only that row
+// to the diff and reads only the users it reaches: itself and the
+// managers above it. Demoting the leaf's manager would make its other
+// reports slow, then theirs, a level a round, until the diff gave up and
+// read the whole snapshot.
+func TestIncrementalDiffStaysLocalInADeepTree(t *testing.T) {
+	db, _ := pgtest.New(t)
+	putTenant(t, db, "deep", nil)
+	var seen reachLog
+	rn := &pipeline.Runner{DB: db, Registry: stages.Registry(), StagingDir: t.TempDir(), Log: slog.New(&seen)}
+	// A 3-ary tree: user i reports to user (i-1)/3; 1+3+…+3^7 users.
+	const n = 3280
+	rows := make([][]string, n)
+	for i := range rows {
+		mgr := ""
+		if i > 0 {
+			mgr = fmt.Sprintf("u%d@example.com", (i-1)/3)
+		}
+		rows[i] = []string{fmt.Sprint(10000 + i), fmt.Sprintf("u%d@example.com", i), "First", fmt.Sprint("Last", i), mgr, "Engineering", "Engineer", "Berlin"}
+	}
+	dir := t.TempDir()
+	day := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	send := func(name string, rows [][]string) *pipeline.File {
+		t.Helper()
+		path := filepath.Join(dir, name)
+		var b strings.Builder
+		w := csv.NewWriter(&b)
+		w.Write([]string{"employee_id", "email", "first_name", "last_name", "manager_email", "department_name", "title", "location"}) //nolint:errcheck
+		w.WriteAll(rows)                                                                                                              //nolint:errcheck
+		if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		res, err := rn.Run(context.Background(), pipeline.Request{Tenant: "deep", LogicalDate: day,
+			Files:     []*pipeline.File{{Name: name, Source: path, ModTime: day}},
+			Overrides: map[string]pipeline.Options{"diff": incrementalAlways}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := res.Files[0]
+		if f.Status != pipeline.StatusApplied || f.Issues.Errors+f.Issues.Warnings != 0 {
+			t.Fatalf("%s: %s, %+v", name, f.Status, f.Issues.List())
+		}
+		return f
+	}
+	send("first.csv", rows)
+	// The leaf: the last user, seven managers above it.
+	leaf := n - 1
+	changed := slices.Clone(rows)
+	changed[leaf] = slices.Clone(rows[leaf])
+	changed[leaf][6] = "Staff Engineer"
+	slices.Reverse(changed)
+	seen.reset()
+	f := send("one-title.csv", changed)
+	if f.Counts.Updated != 1 || f.Counts.Unchanged != n-1 {
+		t.Fatalf("counts %+v, want 1 updated and the rest unchanged", f.Counts)
+	}
+	if !seen.ok {
+		t.Fatal("the diff did not take the incremental path: it read the whole snapshot")
+	}
+	if seen.left != 1 || seen.read > 8 {
+		t.Errorf("the diff left %d rows to decide and read %d users, want 1 row and at most 8 users (the leaf and its managers)", seen.left, seen.read)
+	}
+	var title string
+	if err := db.Get(&title, `SELECT title FROM users WHERE tenant_id = 'deep' AND email = $1`, rows[leaf][1]); err != nil || title != "Staff Engineer" {
+		t.Fatalf("the leaf's title: %q, %v", title, err)
+	}
+}
+
+// reachLog keeps the last "diff: incremental" debug record's rows left to
+// the diff and users read.
+type reachLog struct {
+	mu         sync.Mutex
+	ok         bool
+	left, read int64
+}
+
+func (h *reachLog) reset() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.ok, h.left, h.read = false, 0, 0
+}
+
+func (*reachLog) Enabled(context.Context, slog.Level) bool { return true }
+func (h *reachLog) WithAttrs([]slog.Attr) slog.Handler     { return h }
+func (h *reachLog) WithGroup(string) slog.Handler          { return h }
+func (h *reachLog) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "diff: incremental" {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.ok = true
+	r.Attrs(func(a slog.Attr) bool {
+		switch a.Key {
+		case "left":
+			h.left = a.Value.Int64()
+		case "users_read":
+			h.read = a.Value.Int64()
+		}
+		return true
+	})
+	return nil
 }
