@@ -633,8 +633,7 @@ func (d *userDiff) readReach(ctx context.Context, ids []int64, eids, emails []st
 	u := &users{}
 	var ar arena
 	tenant := fmt.Sprintf(snapshotSQL, pipeline.QuoteLiteral(d.run.Tenant.ID))
-	if err := u.read(ctx, d.run.DB, tenant+` AND (u.id = ANY(`+arrayLiteral(pq.Int64Array(ids), "bigint[]")+`)
-		OR u.employee_id = ANY(`+arrayLiteral(pq.StringArray(eids), "text[]")+`) OR u.email = ANY(`+arrayLiteral(pq.StringArray(emails), "text[]")+`))`, &ar); err != nil {
+	if err := u.read(ctx, d.run.DB, reachSQL(d.run.Tenant.ID, ids, eids, emails), &ar); err != nil {
 		return nil, err
 	}
 	have := make(map[int64]bool, len(u.id))
@@ -660,6 +659,23 @@ func (d *userDiff) readReach(ctx context.Context, ids []int64, eids, emails []st
 	}
 	u.build()
 	return u, nil
+}
+
+// reachSQL selects the tenant's users with one of the ids, employee ids or
+// e-mails. Each key list is looked up on its own, e-mails once among the
+// active users and once among the others, so that each lookup has an index
+// (users_pkey, users_employee_id_key, users_active_email and, migration
+// 0008, users_inactive_email): one WHERE joining the lists with OR could
+// use none of them for the e-mails, and read the whole tenant.
+func reachSQL(tenant string, ids []int64, eids, emails []string) string {
+	t := pipeline.QuoteLiteral(tenant)
+	idList := arrayLiteral(pq.Int64Array(ids), "bigint[]")
+	eidList, emailList := arrayLiteral(pq.StringArray(eids), "text[]"), arrayLiteral(pq.StringArray(emails), "text[]")
+	return fmt.Sprintf(snapshotSQL, t) + ` AND u.id IN (
+		SELECT id FROM users WHERE tenant_id = ` + t + ` AND id = ANY(` + idList + `)
+		UNION ALL SELECT id FROM users WHERE tenant_id = ` + t + ` AND employee_id = ANY(` + eidList + `)
+		UNION ALL SELECT id FROM users WHERE tenant_id = ` + t + ` AND active AND email = ANY(` + emailList + `)
+		UNION ALL SELECT id FROM users WHERE tenant_id = ` + t + ` AND NOT active AND email = ANY(` + emailList + `))`
 }
 
 // arrayLiteral is the array v (a lib/pq array, which escapes its

@@ -1,0 +1,15 @@
+-- Inactive users by e-mail, for the incremental diff's reads of the users
+-- a file's changed rows reach (stages/diff, readReach).
+--
+-- The only e-mail index was users_active_email (WHERE active), which a
+-- lookup of every user with an e-mail, active or not, cannot use: with one
+-- e-mail among the keys, PostgreSQL scanned the whole tenant instead (a
+-- parallel sequential scan, ~115 ms for a million users on a quiet 2-core
+-- machine, in every nightly run that changes anything). With this index
+-- the lookup is four index scans, active and inactive e-mails apart
+-- (~0.5 ms).
+--
+-- It costs a first load nothing but its predicate (new users are active);
+-- a deactivation adds one entry, in an update that already rewrites the
+-- row's index entries (active is in users_active_email's predicate).
+CREATE INDEX users_inactive_email ON users (tenant_id, email) WHERE NOT active;
