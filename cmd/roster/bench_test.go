@@ -127,6 +127,48 @@ func quiesce(t *testing.T, url string) {
 			t.Fatalf("%s: %v\n%s", q, err, out)
 		}
 	}
+	waitQuiet(t)
+}
+
+// waitQuiet waits, for 20 s at most, for a second in which tasks waited
+// for a CPU less than 5% of the time (/proc/pressure/cpu, where the
+// kernel has it), so that each timing starts on a machine no busier than
+// the others' did: both sides wait alike. Neighbours on this shared VM
+// still come and go during a timing; the spread of the repetitions' ratios
+// (pairedNote) shows how much.
+func waitQuiet(t *testing.T) {
+	t.Helper()
+	stalled := func() (time.Duration, bool) {
+		b, err := os.ReadFile("/proc/pressure/cpu")
+		if err != nil {
+			return 0, false
+		}
+		// "some avg10=… avg60=… avg300=… total=<µs>"
+		for _, f := range strings.Fields(strings.SplitN(string(b), "\n", 2)[0]) {
+			if v, ok := strings.CutPrefix(f, "total="); ok {
+				us, err := strconv.ParseInt(v, 10, 64)
+				return time.Duration(us) * time.Microsecond, err == nil
+			}
+		}
+		return 0, false
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		before, ok := stalled()
+		if !ok {
+			return
+		}
+		time.Sleep(time.Second)
+		after, _ := stalled()
+		share := float64(after-before) / float64(time.Second)
+		if share < 0.05 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Logf("timing on a busy machine: tasks waited for a CPU %.0f%% of the last second", 100*share)
+			return
+		}
+	}
 }
 
 // timedRun times a `roster run --json` and checks that its one file
