@@ -137,8 +137,21 @@ type stepOutcome struct {
 
 // incrementalLog counts diff's "incremental" debug records: steps where
 // some rows were fast and some left to the diff, and steps where all were
-// fast.
-type incrementalLog struct{ mixed, allFast atomic.Int64 }
+// fast; and keeps the last record's rows left and users read.
+type incrementalLog struct {
+	mixed, allFast atomic.Int64
+
+	mu         sync.Mutex
+	seen       bool // a record since reset
+	left, read int64
+}
+
+// reset forgets the last record.
+func (h *incrementalLog) reset() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.seen, h.left, h.read = false, 0, 0
+}
 
 func (*incrementalLog) Enabled(context.Context, slog.Level) bool { return true }
 func (h *incrementalLog) WithAttrs([]slog.Attr) slog.Handler     { return h }
@@ -147,13 +160,15 @@ func (h *incrementalLog) Handle(_ context.Context, r slog.Record) error {
 	if r.Message != "diff: incremental" {
 		return nil
 	}
-	var rows, left int64
+	var rows, left, read int64
 	r.Attrs(func(a slog.Attr) bool {
 		switch a.Key {
 		case "rows":
 			rows = a.Value.Int64()
 		case "left":
 			left = a.Value.Int64()
+		case "users_read":
+			read = a.Value.Int64()
 		}
 		return true
 	})
@@ -163,6 +178,9 @@ func (h *incrementalLog) Handle(_ context.Context, r slog.Record) error {
 	case left < rows:
 		h.mixed.Add(1)
 	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.seen, h.left, h.read = true, left, read
 	return nil
 }
 
@@ -433,7 +451,7 @@ func TestRowDigestIsStable(t *testing.T) {
 func TestIncrementalDiffStaysLocalInADeepTree(t *testing.T) {
 	db, _ := pgtest.New(t)
 	putTenant(t, db, "deep", nil)
-	var seen reachLog
+	var seen incrementalLog
 	rn := &pipeline.Runner{DB: db, Registry: stages.Registry(), StagingDir: t.TempDir(), Log: slog.New(&seen)}
 	// A 3-ary tree: user i reports to user (i-1)/3; 1+3+…+3^7 users.
 	const n = 3280
@@ -481,7 +499,7 @@ func TestIncrementalDiffStaysLocalInADeepTree(t *testing.T) {
 	if f.Counts.Updated != 1 || f.Counts.Unchanged != n-1 {
 		t.Fatalf("counts %+v, want 1 updated and the rest unchanged", f.Counts)
 	}
-	if !seen.ok {
+	if !seen.seen {
 		t.Fatal("the diff did not take the incremental path: it read the whole snapshot")
 	}
 	if seen.left != 1 || seen.read > 8 {
@@ -491,40 +509,4 @@ func TestIncrementalDiffStaysLocalInADeepTree(t *testing.T) {
 	if err := db.Get(&title, `SELECT title FROM users WHERE tenant_id = 'deep' AND email = $1`, rows[leaf][1]); err != nil || title != "Staff Engineer" {
 		t.Fatalf("the leaf's title: %q, %v", title, err)
 	}
-}
-
-// reachLog keeps the last "diff: incremental" debug record's rows left to
-// the diff and users read.
-type reachLog struct {
-	mu         sync.Mutex
-	ok         bool
-	left, read int64
-}
-
-func (h *reachLog) reset() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.ok, h.left, h.read = false, 0, 0
-}
-
-func (*reachLog) Enabled(context.Context, slog.Level) bool { return true }
-func (h *reachLog) WithAttrs([]slog.Attr) slog.Handler     { return h }
-func (h *reachLog) WithGroup(string) slog.Handler          { return h }
-func (h *reachLog) Handle(_ context.Context, r slog.Record) error {
-	if r.Message != "diff: incremental" {
-		return nil
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.ok = true
-	r.Attrs(func(a slog.Attr) bool {
-		switch a.Key {
-		case "left":
-			h.left = a.Value.Int64()
-		case "users_read":
-			h.read = a.Value.Int64()
-		}
-		return true
-	})
-	return nil
 }
