@@ -7,6 +7,7 @@ import (
 	"database/sql/driver"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -451,16 +452,19 @@ func copyBinary(ctx context.Context, conn *sql.Conn, table string, cols []string
 			werr = line.send(binary.BigEndian.AppendUint16(line.b, 0xffff)) // the trailer
 		}
 		// A failed write makes CopyFrom send CopyFail: the server ends
-		// the COPY and the transaction must be rolled back.
+		// the COPY and the transaction must be rolled back. The write's
+		// own error is the cause then (the server's only echoes it, as a
+		// cancellation); a server error that stopped the writes is in
+		// cerr, and werr only says the pipe was closed.
 		pw.CloseWithError(werr)
 		cerr := <-done
 		switch {
+		case werr != nil && !errors.Is(werr, io.ErrClosedPipe) && (cerr == nil || !errors.Is(werr, cerr)):
+			return werr
 		case cerr != nil:
 			return fmt.Errorf("copy into %s: %w", table, cerr)
-		case werr != nil:
-			return werr
 		}
-		return nil
+		return werr
 	})
 	return line.sent, err
 }

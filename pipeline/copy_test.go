@@ -146,6 +146,8 @@ func testCopyRowsRoundTrip(t *testing.T, binary bool) {
 // transaction is rolled back.
 func TestCopyRowsErrors(t *testing.T) { bothFormats(t, testCopyRowsErrors) }
 
+var errPlanRanOut = errors.New("the plan ran out")
+
 func testCopyRowsErrors(t *testing.T, binary bool) {
 	_, conn := ownConn(t, binary)
 	ctx := context.Background()
@@ -172,7 +174,7 @@ func testCopyRowsErrors(t *testing.T, binary bool) {
 					return err
 				}
 			}
-			return errors.New("the plan ran out")
+			return errPlanRanOut
 		}, "the plan ran out"},
 	} {
 		tx, err := conn.BeginTxx(ctx, nil)
@@ -185,6 +187,11 @@ func testCopyRowsErrors(t *testing.T, binary bool) {
 		_, err = pipeline.CopyRows(ctx, conn.Conn, "two", []string{"a", "b"}, c.write)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want an error saying %q", c.name, err, c.want)
+		}
+		// write's own error comes back as itself, not as the server's
+		// echo of it (which PostgreSQL reports as a cancellation).
+		if c.want == "the plan ran out" && !errors.Is(err, errPlanRanOut) {
+			t.Errorf("%s: %v is not write's own error", c.name, err)
 		}
 		tx.Rollback() //nolint:errcheck
 	}
