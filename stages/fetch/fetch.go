@@ -142,11 +142,24 @@ func keep(tmp *os.File, final string, meta Meta) error {
 		return fmt.Errorf("fetch: write staging metadata: %w", err)
 	}
 	_, werr := mf.Write(append(b, '\n'))
+	if werr == nil {
+		werr = mf.Sync()
+	}
 	if cerr := mf.Close(); werr == nil {
 		werr = cerr
 	}
 	if werr != nil {
 		return fmt.Errorf("fetch: write staging metadata: %w", werr)
+	}
+	// The names (the copy's, the log's) are entries of the directory,
+	// durable once it is synced too.
+	dir, err := os.Open(filepath.Dir(final))
+	if err != nil {
+		return fmt.Errorf("fetch: sync staging: %w", err)
+	}
+	defer dir.Close()
+	if err := dir.Sync(); err != nil {
+		return fmt.Errorf("fetch: sync staging: %w", err)
 	}
 	return nil
 }
