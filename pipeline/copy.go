@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -67,11 +68,16 @@ func (l *CopyLine) sep() {
 	l.cols++
 }
 
-// binField starts a binary value of n bytes and returns the column's type,
-// or 0 past the last column (End reports the count).
+// binField starts a binary value of n bytes and returns the column's type.
 func (l *CopyLine) binField(n int) uint32 {
 	l.sep()
 	l.b = binary.BigEndian.AppendUint32(l.b, uint32(n))
+	return l.colType()
+}
+
+// colType is the type of the column the last value went to, or 0 past the
+// last column (End reports the count).
+func (l *CopyLine) colType() uint32 {
 	if l.cols > len(l.col) {
 		return 0
 	}
@@ -268,11 +274,7 @@ func (l *CopyLine) OptDate(days int32, ok bool) {
 // binInt appends v as the current column's integer type.
 func (l *CopyLine) binInt(v int64) {
 	l.sep()
-	var typ uint32
-	if l.cols <= len(l.col) {
-		typ = l.col[l.cols-1].oid
-	}
-	switch {
+	switch typ := l.colType(); {
 	case typ == oidInt8:
 		l.b = binary.BigEndian.AppendUint32(l.b, 8)
 		l.b = binary.BigEndian.AppendUint64(l.b, uint64(v))
@@ -458,10 +460,11 @@ func copyBinary(ctx context.Context, conn *sql.Conn, table string, cols []string
 		// cerr, and werr only says the pipe was closed.
 		pw.CloseWithError(werr)
 		cerr := <-done
-		switch {
-		case werr != nil && !errors.Is(werr, io.ErrClosedPipe) && (cerr == nil || !errors.Is(werr, cerr)):
+		fromPipe := errors.Is(werr, io.ErrClosedPipe) || (cerr != nil && errors.Is(werr, cerr))
+		if werr != nil && !fromPipe {
 			return werr
-		case cerr != nil:
+		}
+		if cerr != nil {
 			return fmt.Errorf("copy into %s: %w", table, cerr)
 		}
 		return werr
@@ -487,4 +490,18 @@ func columnTypes(ctx context.Context, conn *sql.Conn, table string) (map[string]
 		types[name] = uint32(oid)
 	}
 	return types, rows.Err()
+}
+
+// copySQL is the COPY … FROM STDIN statement for table's cols.
+func copySQL(table string, cols []string) string {
+	var b strings.Builder
+	b.WriteString("COPY " + pq.QuoteIdentifier(table) + " (")
+	for i, c := range cols {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(pq.QuoteIdentifier(c))
+	}
+	b.WriteString(") FROM STDIN")
+	return b.String()
 }

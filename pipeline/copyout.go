@@ -45,7 +45,7 @@ func OpenDB(url string) (*sqlx.DB, error) {
 	// for the next file's.
 	tx.SetMaxIdleConns(4)
 	tx.SetConnMaxIdleTime(5 * time.Minute)
-	return sqlx.NewDb(sql.OpenDB(copyConnector{c, cfg, tx}), "postgres"), nil
+	return sqlx.NewDb(sql.OpenDB(copyConnector{c, cfg, sqlx.NewDb(tx, "pgx")}), "postgres"), nil
 }
 
 // TxConn returns a connection for a transaction that COPYs rows in with
@@ -57,7 +57,7 @@ func TxConn(ctx context.Context, db *sqlx.DB) (*sqlx.Conn, error) {
 	if !ok {
 		return db.Connx(ctx)
 	}
-	return sqlx.NewDb(d.tx, "pgx").Connx(ctx)
+	return d.tx.Connx(ctx)
 }
 
 // copyConnector and copyDriver carry the pgx connections' configuration
@@ -66,7 +66,7 @@ func TxConn(ctx context.Context, db *sqlx.DB) (*sqlx.Conn, error) {
 type copyConnector struct {
 	driver.Connector
 	cfg *pgconn.Config
-	tx  *sql.DB
+	tx  *sqlx.DB
 }
 
 func (c copyConnector) Driver() driver.Driver { return copyDriver{c.Connector.Driver(), c.cfg, c.tx} }
@@ -77,7 +77,7 @@ func (c copyConnector) Close() error { return c.tx.Close() }
 type copyDriver struct {
 	driver.Driver
 	cfg *pgconn.Config
-	tx  *sql.DB
+	tx  *sqlx.DB
 }
 
 // ErrNoCopyURL: CopyOut was given a database not opened with OpenDB.

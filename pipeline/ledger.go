@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -129,20 +128,6 @@ func insertIssues(ctx context.Context, tx *sqlx.Tx, runID, fileID int64, list []
 		return fmt.Errorf("ledger: record issues: %w", err)
 	}
 	return nil
-}
-
-// copySQL is the COPY … FROM STDIN statement for table's cols.
-func copySQL(table string, cols []string) string {
-	var b strings.Builder
-	b.WriteString("COPY " + pq.QuoteIdentifier(table) + " (")
-	for i, c := range cols {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(pq.QuoteIdentifier(c))
-	}
-	b.WriteString(") FROM STDIN")
-	return b.String()
 }
 
 // RecordStage implements Ledger.
