@@ -11,7 +11,7 @@ import (
 // TestReachSQLUsesIndexes: the users a nightly file's few changed rows
 // reach are read through indexes, not by reading the whole tenant. In a
 // tenant of 30,000 users, a tenth of them inactive, PostgreSQL's plan for
-// reachSQL with a few ids, employee ids and e-mails scans no table whole;
+// reachSQL with a few ids, employee ids and e-mails scans no users whole;
 // and the query selects exactly the users with one of those keys, active
 // or not, each once, and none of another tenant's.
 func TestReachSQLUsesIndexes(t *testing.T) {
@@ -36,8 +36,10 @@ func TestReachSQLUsesIndexes(t *testing.T) {
 	if err := db.Select(&plan, `EXPLAIN `+q); err != nil {
 		t.Fatal(err)
 	}
-	if p := strings.Join(plan, "\n"); strings.Contains(p, "Seq Scan") {
-		t.Errorf("the reach query reads a table whole:\n%s", p)
+	// Only users: how the few users' departments are joined is the
+	// planner's choice on a table that small.
+	if p := strings.Join(plan, "\n"); strings.Contains(p, "Seq Scan on users") {
+		t.Errorf("the reach query reads the users whole:\n%s", p)
 	}
 	var got []int64
 	if err := db.Select(&got, `SELECT id FROM (`+q+`) r ORDER BY id`); err != nil {
