@@ -1,8 +1,10 @@
 package pipeline
 
 import (
+	"runtime"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // TestParallelCoversEveryIndexOnce: the ranges handed out cover [0, n)
@@ -20,6 +22,32 @@ func TestParallelCoversEveryIndexOnce(t *testing.T) {
 				t.Fatalf("n=%d minLen=%d: index %d handled %d times", c.n, c.minLen, i, got)
 			}
 		}
+	}
+}
+
+// TestParallelHandsOutRangesAsCoresComeFree: while one range is slow (a
+// long batch, a core taken by a neighbour), the other core goes on through
+// all the rest. Split into one fixed share per core, the ranges after the
+// slow one would wait for it: here, for ever.
+func TestParallelHandsOutRangesAsCoresComeFree(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	const n = 8
+	var done atomic.Int32
+	waited := false
+	Parallel(n, 1, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			if i == 0 { // the slow one: done when every other index is
+				deadline := time.Now().Add(5 * time.Second)
+				for done.Load() < n-1 && !waited {
+					waited = time.Now().After(deadline)
+					time.Sleep(time.Millisecond)
+				}
+			}
+			done.Add(1)
+		}
+	})
+	if waited {
+		t.Fatalf("the other ranges did not go on while the first was slow: %d of %d done", done.Load(), n)
 	}
 }
 
