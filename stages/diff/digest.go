@@ -631,6 +631,13 @@ func (d *userDiff) fastUser(j int) int {
 // planned for a million rows a level and cost ~2 s for 60k users).
 func (d *userDiff) readReach(ctx context.Context, ids []int64, eids, emails []string) (*users, error) {
 	u := &users{}
+	if len(ids) == 0 && len(eids) == 0 && len(emails) == 0 {
+		// Every row fast (an unchanged file): nothing to ask, and the
+		// query for nothing still cost a connection and a round trip
+		// (~5 ms of a 100k-row file's ~250).
+		u.build()
+		return u, nil
+	}
 	var ar arena
 	tenant := fmt.Sprintf(snapshotSQL, pipeline.QuoteLiteral(d.run.Tenant.ID))
 	if err := u.read(ctx, d.run.DB, reachSQL(d.run.Tenant.ID, ids, eids, emails), &ar); err != nil {
