@@ -151,10 +151,13 @@ func (f *File) Kept() error {
 	return err
 }
 
-// ReleaseBatches frees the file's Arrow memory and removes its temporary
-// files, once the staged copy is kept.
+// ReleaseBatches frees the file's Arrow memory, drops the staged copy
+// from the page cache and removes its temporary files, once the staged
+// copy is kept.
 func (f *File) ReleaseBatches() {
-	f.Kept() //nolint:errcheck // the runner reports it; here only the wait matters
+	if f.Kept() == nil && f.Staged != "" {
+		dropCache(f.Staged) // read by no later stage; gone once Temp is removed below
+	}
 	for _, b := range f.Batches {
 		b.Release()
 	}
