@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"syscall"
 
@@ -103,6 +104,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cpuProfile := global.String("cpu-profile", "", "write a Go CPU profile of the command to this file (go tool pprof reads it); for finding where a slow run spends its time")
 	memProfile := global.String("mem-profile", "", "write a Go allocation profile of the command to this file when it ends (go tool pprof -sample_index=alloc_space reads it); "+
 		"on a VM, fresh memory costs system time as well as the allocation, so this is where a run's sys time comes from")
+	traceOut := global.String("trace", "", "write a Go execution trace of the command to this file (go tool trace reads it); for seeing which goroutines run when, where a run leaves a core idle or waits on the database")
 	if err := global.Parse(args); err != nil {
 		fmt.Fprintln(stderr, "roster:", err)
 		printUsage(stderr, global)
@@ -133,6 +135,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return exitUsage
 		}
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
+	if *traceOut != "" {
+		f, err := os.Create(*traceOut)
+		if err == nil {
+			err = trace.Start(f)
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "roster: trace:", err)
+			return exitUsage
+		}
+		defer func() { trace.Stop(); f.Close() }()
 	}
 	if *memProfile != "" {
 		f, err := os.Create(*memProfile)
