@@ -330,3 +330,48 @@ func TestTxConnClosesWithTheDB(t *testing.T) {
 		t.Fatalf("TxConn after db.Close: %v, want the pool closed", err)
 	}
 }
+
+// TestCopyOutAndTxConnShareAConnection: the connection that read a file's
+// snapshot (CopyOut) goes back to the pool its apply takes one from
+// (TxConn), so a file sets up one pgx connection, not one per use; and a
+// CopyOut whose row function fails does not hand its connection, in the
+// middle of a COPY, to the next user.
+func TestCopyOutAndTxConnShareAConnection(t *testing.T) {
+	_, url := pgtest.New(t)
+	db, err := pipeline.OpenDB(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	var read string
+	if _, err := pipeline.CopyOut(ctx, db, `SELECT pg_backend_pid()::text`, func(f [][]byte) error {
+		read = string(f[0]) // text, in the binary format: its bytes
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	backend := func() string {
+		t.Helper()
+		c, err := pipeline.TxConn(ctx, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		var pid string
+		if err := c.GetContext(ctx, &pid, `SELECT pg_backend_pid()::text`); err != nil {
+			t.Fatal(err)
+		}
+		return pid
+	}
+	if got := backend(); got != read {
+		t.Fatalf("apply's connection is backend %s, the snapshot's was %s: a connection set up twice", got, read)
+	}
+	stop := errors.New("stop")
+	if _, err := pipeline.CopyOut(ctx, db, `SELECT g FROM generate_series(1, 100000) g`, func([][]byte) error { return stop }); !errors.Is(err, stop) {
+		t.Fatalf("CopyOut with a failing row: %v, want the row's error", err)
+	}
+	if got := backend(); got == "" {
+		t.Fatal("no connection after a failed CopyOut")
+	}
+}

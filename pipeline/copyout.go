@@ -24,7 +24,18 @@ import (
 // TxConn (its COPY … FROM STDIN takes only text). It does not connect: the
 // first query does.
 func OpenDB(url string) (*sqlx.DB, error) {
-	c, err := pq.NewConnector(url)
+	pqc, err := pq.NewConfig(url)
+	if err != nil {
+		return nil, err
+	}
+	if !strings.Contains(url, "binary_parameters") {
+		// A query with parameters in one round trip, not two: without it
+		// lib/pq prepares the statement, waits, then binds and executes.
+		// Only []byte values travel in the binary format, which roster
+		// sends to bytea columns alone.
+		pqc.BinaryParameters = true
+	}
+	c, err := pq.NewConnectorConfig(pqc)
 	if err != nil {
 		return nil, err
 	}
@@ -45,7 +56,7 @@ func OpenDB(url string) (*sqlx.DB, error) {
 	// for the next file's.
 	tx.SetMaxIdleConns(4)
 	tx.SetConnMaxIdleTime(5 * time.Minute)
-	return sqlx.NewDb(sql.OpenDB(copyConnector{c, cfg, sqlx.NewDb(tx, "pgx")}), "postgres"), nil
+	return sqlx.NewDb(sql.OpenDB(copyConnector{c, sqlx.NewDb(tx, "pgx")}), "postgres"), nil
 }
 
 // TxConn returns a connection for a transaction that COPYs rows in with
@@ -60,31 +71,29 @@ func TxConn(ctx context.Context, db *sqlx.DB) (*sqlx.Conn, error) {
 	return d.tx.Connx(ctx)
 }
 
-// copyConnector and copyDriver carry the pgx connections' configuration
-// and TxConn's pool beside lib/pq's connector, where CopyOut and TxConn
-// find them through sql.DB.Driver. Closing db closes the pool too.
+// copyConnector and copyDriver carry the pool of pgx connections that
+// CopyOut and TxConn use beside lib/pq's connector, where they find it
+// through sql.DB.Driver. Closing db closes the pool too.
 type copyConnector struct {
 	driver.Connector
-	cfg *pgconn.Config
-	tx  *sqlx.DB
+	tx *sqlx.DB
 }
 
-func (c copyConnector) Driver() driver.Driver { return copyDriver{c.Connector.Driver(), c.cfg, c.tx} }
+func (c copyConnector) Driver() driver.Driver { return copyDriver{c.Connector.Driver(), c.tx} }
 
 // Close is called by sql.DB.Close.
 func (c copyConnector) Close() error { return c.tx.Close() }
 
 type copyDriver struct {
 	driver.Driver
-	cfg *pgconn.Config
-	tx  *sqlx.DB
+	tx *sqlx.DB
 }
 
 // ErrNoCopyURL: CopyOut was given a database not opened with OpenDB.
 var ErrNoCopyURL = errors.New("the database was not opened with pipeline.OpenDB, so its URL is unknown")
 
 // CopyOut runs query, a SELECT, as COPY (query) TO STDOUT in the binary
-// format on a connection of its own to db's database, and calls row for
+// format on a pgx connection to db's database, and calls row for
 // every row it returns with each column's bytes in PostgreSQL's binary
 // format (nil for NULL). The slices are only valid during the call: row
 // must copy what it keeps. It returns the number of rows.
@@ -99,22 +108,32 @@ func CopyOut(ctx context.Context, db *sqlx.DB, query string, row func(fields [][
 	if !ok {
 		return 0, ErrNoCopyURL
 	}
-	conn, err := pgconn.ConnectConfig(ctx, d.cfg.Copy())
+	// A connection of the pool apply's transactions take theirs from
+	// (TxConn): the one that read a file's snapshot is then the one its
+	// apply writes on, instead of two connections set up per file.
+	conn, err := d.tx.Conn(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("copy out: connect: %w", err)
 	}
-	defer conn.Close(context.Background())
-	if conn.ParameterStatus("standard_conforming_strings") != "on" {
-		// QuoteLiteral's quoting is only right with it on (the default
-		// since PostgreSQL 9.1).
-		return 0, fmt.Errorf("copy out: standard_conforming_strings is off on the server")
-	}
+	defer conn.Close()
 	r := &copyRows{row: row}
-	if _, err := conn.CopyTo(ctx, r, "COPY ("+query+") TO STDOUT (FORMAT binary)"); err != nil {
-		if r.err != nil {
-			return r.n, r.err
+	err = conn.Raw(func(dc any) error {
+		pc := dc.(*stdlib.Conn).Conn().PgConn()
+		if pc.ParameterStatus("standard_conforming_strings") != "on" {
+			// QuoteLiteral's quoting is only right with it on (the default
+			// since PostgreSQL 9.1).
+			return fmt.Errorf("copy out: standard_conforming_strings is off on the server")
 		}
-		return r.n, fmt.Errorf("copy out: %w", err)
+		if _, err := pc.CopyTo(ctx, r, "COPY ("+query+") TO STDOUT (FORMAT binary)"); err != nil {
+			if r.err != nil {
+				return r.err
+			}
+			return fmt.Errorf("copy out: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return r.n, err
 	}
 	if len(r.carry) > 0 || !r.done {
 		return r.n, fmt.Errorf("copy out: the stream ended in the middle of a row")
