@@ -10,7 +10,7 @@ import (
 // every core, and waits for them all: how a stage spreads a large file's
 // rows or batches over the cores. The ranges are handed out as the cores
 // come free rather than one fixed share per core, so that a short last
-// batch (100k rows are three 32,768-row batches and a 1,696-row one) or a
+// batch (100k rows are six 16,384-row batches and a 1,696-row one) or a
 // neighbour on the VM does not leave a core idle while the other works
 // through the rest. fn may be called many times, for ranges in any order;
 // it must only write what its own range owns. A panic in any range is
