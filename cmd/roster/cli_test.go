@@ -6,6 +6,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"github.com/roster-hr/roster/pipeline/pgtest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -216,5 +217,25 @@ func TestPollWithMoreWorkersThanConnections(t *testing.T) {
 	var applied int
 	if err := c.db.Get(&applied, `SELECT count(*) FROM run_files WHERE status = 'applied'`); err != nil || applied != tenants {
 		t.Fatalf("%d files applied (%v), want %d", applied, err, tenants)
+	}
+}
+
+// TestOpenSetsUpTheSecondConnectionBeside: a command's second database
+// connection (its queries, beside the lock it holds on the first) is set
+// up while the first is, not after it.
+func TestOpenSetsUpTheSecondConnectionBeside(t *testing.T) {
+	_, url := pgtest.New(t)
+	a := &app{dbURL: url}
+	db, err := a.open(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for db.Stats().OpenConnections < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connection(s) open after open(), want a second set up beside the first", db.Stats().OpenConnections)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

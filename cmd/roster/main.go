@@ -250,6 +250,15 @@ func (a *app) open(ctx context.Context) (*sqlx.DB, error) {
 		return nil, usagef("database URL: %v", err)
 	}
 	db.SetMaxOpenConns(poolSize)
+	// A command holds one connection for a while (the migrations' lock,
+	// then a run's tenant lock) and queries on a second: that one is set
+	// up beside the first instead of after it (each is a backend started
+	// on the server, a few ms).
+	go func() {
+		if c, err := db.Conn(ctx); err == nil {
+			c.Close()
+		}
+	}()
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("connect to the database: %w", err)
