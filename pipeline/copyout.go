@@ -31,8 +31,10 @@ func OpenDB(url string) (*sqlx.DB, error) {
 	if !strings.Contains(url, "binary_parameters") {
 		// A query with parameters in one round trip, not two: without it
 		// lib/pq prepares the statement, waits, then binds and executes.
-		// Only []byte values travel in the binary format, which roster
-		// sends to bytea columns alone.
+		// Only []byte values travel in the binary format, which is right
+		// for bytea alone: JSON for a jsonb parameter must go as a string
+		// (a []byte or json.RawMessage fails: "unsupported jsonb version
+		// number 123").
 		pqc.BinaryParameters = true
 	}
 	c, err := pq.NewConnectorConfig(pqc)
