@@ -6,7 +6,6 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
-	"github.com/roster-hr/roster/pipeline/pgtest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/roster-hr/roster/fixtures"
+	"github.com/roster-hr/roster/pipeline/pgtest"
 )
 
 // TestCommandLineContract checks the documented command-line contract: run
