@@ -125,27 +125,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if os.Getenv("GOMEMLIMIT") == "" && *memLimit > 0 {
 		debug.SetMemoryLimit(*memLimit << 20)
 	}
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err == nil {
-			err = pprof.StartCPUProfile(f)
+	for _, r := range []struct {
+		path, what string
+		start      func(io.Writer) error
+		stop       func()
+	}{
+		{*cpuProfile, "cpu profile", pprof.StartCPUProfile, pprof.StopCPUProfile},
+		{*traceOut, "trace", trace.Start, trace.Stop},
+	} {
+		if r.path == "" {
+			continue
 		}
+		stop, err := record(r.path, r.start, r.stop)
 		if err != nil {
-			fmt.Fprintln(stderr, "roster: cpu profile:", err)
+			fmt.Fprintf(stderr, "roster: %s: %v\n", r.what, err)
 			return exitUsage
 		}
-		defer func() { pprof.StopCPUProfile(); f.Close() }()
-	}
-	if *traceOut != "" {
-		f, err := os.Create(*traceOut)
-		if err == nil {
-			err = trace.Start(f)
-		}
-		if err != nil {
-			fmt.Fprintln(stderr, "roster: trace:", err)
-			return exitUsage
-		}
-		defer func() { trace.Stop(); f.Close() }()
+		defer stop()
 	}
 	if *memProfile != "" {
 		f, err := os.Create(*memProfile)
@@ -269,6 +265,20 @@ func (a *app) open(ctx context.Context) (*sqlx.DB, error) {
 	}
 	a.db = db
 	return db, nil
+}
+
+// record starts a recording of the command (a CPU profile, an execution
+// trace) into the file path and returns what stops it and closes the file.
+func record(path string, start func(io.Writer) error, stop func()) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := start(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { stop(); f.Close() }, nil
 }
 
 // withDeadClientCheck asks PostgreSQL (14+) to check every second whether
