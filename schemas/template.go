@@ -44,6 +44,14 @@ type Column struct {
 	Help         string
 }
 
+// TooLong reports whether v has more characters than the column allows.
+// No text has more characters than bytes, so only a value longer than the
+// limit in bytes is counted (counting every cell was 7 ms of a 100k-row
+// file's validate).
+func (c Column) TooLong(v string) bool {
+	return c.MaxLen > 0 && len(v) > c.MaxLen && Len(v) > c.MaxLen
+}
+
 // Template is the column list of one file kind.
 type Template struct {
 	Kind    Kind

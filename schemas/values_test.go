@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -76,4 +77,30 @@ func FuzzParseDate(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestColumnTooLong: the limit counts characters, not bytes: text of
+// several-byte characters longer than the limit in bytes only is not too
+// long; one character more is.
+func TestColumnTooLong(t *testing.T) {
+	c := Column{Name: "title", MaxLen: 4}
+	for _, tc := range []struct {
+		v    string
+		want bool
+	}{
+		{"", false},
+		{"abcd", false},
+		{"abcde", true},
+		{"éééé", false},                // 8 bytes, 4 characters
+		{"ééééé", true},                // 10 bytes, 5 characters
+		{"日本語テ", false},                // 12 bytes, 4 characters
+		{"\xff\xff\xff\xff\xff", true}, // invalid bytes count one each
+	} {
+		if got := c.TooLong(tc.v); got != tc.want {
+			t.Errorf("TooLong(%q) = %v, want %v", tc.v, got, tc.want)
+		}
+	}
+	if (Column{Name: "free"}).TooLong(strings.Repeat("x", 1<<16)) {
+		t.Error("a column without a limit found a value too long")
+	}
 }

@@ -227,7 +227,7 @@ func checkBatch(f *pipeline.File, b, base int, dups []*dupCol) batchOut {
 			switch {
 			case v == "" && c.Required:
 				code, msg = c.RequiredCode, fmt.Sprintf("%s is required; the row was not applied", c.Name)
-			case c.MaxLen > 0 && len(v) > c.MaxLen && schemas.Len(v) > c.MaxLen: // no text has more characters than bytes: most cells are not counted
+			case c.TooLong(v):
 				code, msg = c.TooLongCode, fmt.Sprintf("%s is %d characters, over the limit of %d%s", c.Name, schemas.Len(v), c.MaxLen, consequence(c))
 			case c.Name == schemas.ColEmail && !schemas.ValidEmail(v):
 				code, msg = schemas.CodeEmailInvalid, fmt.Sprintf("%q is not a valid e-mail address (expected name@company.com); the row was not applied", v)
