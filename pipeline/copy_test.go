@@ -279,8 +279,8 @@ func TestCopyOutReadsTheQuery(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer other.Close()
-	if _, err := pipeline.CopyOut(ctx, other, `SELECT 1`, func([][]byte) error { return nil }); !errors.Is(err, pipeline.ErrNoCopyURL) {
-		t.Errorf("sqlx.Open'd database: %v, want ErrNoCopyURL", err)
+	if _, err := pipeline.CopyOut(ctx, other, `SELECT 1`, func([][]byte) error { return nil }); !errors.Is(err, pipeline.ErrNoCopyPool) {
+		t.Errorf("sqlx.Open'd database: %v, want ErrNoCopyPool", err)
 	}
 }
 
@@ -371,7 +371,7 @@ func TestCopyOutAndTxConnShareAConnection(t *testing.T) {
 	if _, err := pipeline.CopyOut(ctx, db, `SELECT g FROM generate_series(1, 100000) g`, func([][]byte) error { return stop }); !errors.Is(err, stop) {
 		t.Fatalf("CopyOut with a failing row: %v, want the row's error", err)
 	}
-	if got := backend(); got == "" {
-		t.Fatal("no connection after a failed CopyOut")
-	}
+	// The pool drops the connection the failed COPY left mid-stream: a
+	// query on one handed out again would fail here.
+	backend()
 }

@@ -19,10 +19,10 @@ import (
 )
 
 // OpenDB opens the PostgreSQL database at url with lib/pq, the driver of
-// every query roster makes, and keeps url read for the two places where
-// lib/pq falls short: CopyOut (lib/pq cannot read a COPY … TO STDOUT) and
-// TxConn (its COPY … FROM STDIN takes only text). It does not connect: the
-// first query does.
+// every query roster makes, and beside it a small pool of pgx connections
+// to the same database for the two places where lib/pq falls short:
+// CopyOut (lib/pq cannot read a COPY … TO STDOUT) and TxConn (its COPY …
+// FROM STDIN takes only text). It does not connect: the first query does.
 func OpenDB(url string) (*sqlx.DB, error) {
 	pqc, err := pq.NewConfig(url)
 	if err != nil {
@@ -91,8 +91,8 @@ type copyDriver struct {
 	tx *sqlx.DB
 }
 
-// ErrNoCopyURL: CopyOut was given a database not opened with OpenDB.
-var ErrNoCopyURL = errors.New("the database was not opened with pipeline.OpenDB, so its URL is unknown")
+// ErrNoCopyPool: CopyOut was given a database not opened with OpenDB.
+var ErrNoCopyPool = errors.New("the database was not opened with pipeline.OpenDB, so it has no pgx connections to COPY out on")
 
 // CopyOut runs query, a SELECT, as COPY (query) TO STDOUT in the binary
 // format on a pgx connection to db's database, and calls row for
@@ -108,7 +108,7 @@ var ErrNoCopyURL = errors.New("the database was not opened with pipeline.OpenDB,
 func CopyOut(ctx context.Context, db *sqlx.DB, query string, row func(fields [][]byte) error) (int, error) {
 	d, ok := db.Driver().(copyDriver)
 	if !ok {
-		return 0, ErrNoCopyURL
+		return 0, ErrNoCopyPool
 	}
 	// A connection of the pool apply's transactions take theirs from
 	// (TxConn): the one that read a file's snapshot is then the one its
