@@ -52,6 +52,50 @@ func stagedFiles(t *testing.T, dataDir, tenant string) []string {
 	return names
 }
 
+// upload puts body as users.csv in tenant's incoming/ on the local store
+// and returns that directory.
+func (c *cli) upload(tenant string, body []byte) string {
+	c.t.Helper()
+	in := filepath.Join(c.dataDir, "sftp", tenant, "incoming")
+	if err := os.MkdirAll(in, 0o750); err != nil {
+		c.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(in, "users.csv"), body, 0o640); err != nil {
+		c.t.Fatalf("the upload: %v", err)
+	}
+	return in
+}
+
+// runFailsForSystem runs tenant's files and checks the run failed as the
+// operator's to fix, its reason saying reason.
+func (c *cli) runFailsForSystem(tenant, reason string) {
+	c.t.Helper()
+	code, stdout, stderr := c.roster(context.Background(), "run", "--tenant", tenant, "--json")
+	var out runJSON
+	if err := json.Unmarshal([]byte(stdout), &out); err != nil {
+		c.t.Fatalf("exit %d, output %q %q: %v", code, stdout, stderr, err)
+	}
+	if code != exitFailed || out.Status != "failed" || out.Class != "system" || !strings.Contains(out.Reason, reason) {
+		c.t.Fatalf("exit %d, %+v; want a system failure saying %q", code, out, reason)
+	}
+	c.t.Logf("reason: %s", out.Reason)
+}
+
+// runAppliesAndKeeps runs tenant's files and checks the run applied rows
+// users and staging holds the upload and its metadata.
+func (c *cli) runAppliesAndKeeps(tenant string, rows int) {
+	c.t.Helper()
+	if code, stdout, stderr := c.roster(context.Background(), "run", "--tenant", tenant, "--json"); code != exitOK {
+		c.t.Fatalf("the run: exit %d %s %s", code, stdout, stderr)
+	}
+	if n := c.count(`SELECT count(*) FROM users`); n != rows {
+		c.t.Fatalf("%d users, want %d", n, rows)
+	}
+	if s := stagedFiles(c.t, c.dataDir, tenant); len(s) != 2 { // <sha256> and its .meta.jsonl
+		c.t.Fatalf("staging holds %v, want the file and its metadata", s)
+	}
+}
+
 // TestStoreKilledMidDownload: the customer's SFTP server dies while roster
 // downloads a file. The run fails as a system failure, the remote file and
 // its marker stay in incoming/ untouched, staging keeps nothing of the
@@ -176,22 +220,8 @@ func TestDataDirFullDuringStaging(t *testing.T) {
 	c.must("tenant", "add", "acme")
 	const rows = 100
 	body := paddedUsers(rows, 7<<10) // ~700 KB: fits once, not twice
-	in := filepath.Join(c.dataDir, "sftp", "acme", "incoming")
-	if err := os.MkdirAll(in, 0o750); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(in, "users.csv"), body, 0o640); err != nil {
-		t.Fatalf("the upload does not fit the tmpfs: %v", err)
-	}
-	code, stdout, stderr := c.roster(context.Background(), "run", "--tenant", "acme", "--json")
-	var out runJSON
-	if err := json.Unmarshal([]byte(stdout), &out); err != nil {
-		t.Fatalf("exit %d, output %q %q: %v", code, stdout, stderr, err)
-	}
-	if code != exitFailed || out.Status != "failed" || out.Class != "system" || !strings.Contains(out.Reason, "no space left on device") {
-		t.Fatalf("exit %d, %+v; want a system failure saying no space left on device", code, out)
-	}
-	t.Logf("reason: %s", out.Reason)
+	in := c.upload("acme", body)
+	c.runFailsForSystem("acme", "no space left on device")
 	if s := stagedFiles(t, c.dataDir, "acme"); len(s) != 0 {
 		t.Fatalf("staging keeps %v after the failed copy", s)
 	}
@@ -207,16 +237,7 @@ func TestDataDirFullDuringStaging(t *testing.T) {
 
 	// Room again: the next run applies the file.
 	remount("8m")
-	code, stdout, stderr = c.roster(context.Background(), "run", "--tenant", "acme", "--json")
-	if code != exitOK {
-		t.Fatalf("the run after freeing space: exit %d %s %s", code, stdout, stderr)
-	}
-	if n := c.count(`SELECT count(*) FROM users`); n != rows {
-		t.Fatalf("%d users, want %d", n, rows)
-	}
-	if s := stagedFiles(t, c.dataDir, "acme"); len(s) != 2 { // <sha256> and its .meta.jsonl
-		t.Fatalf("staging holds %v, want the file and its metadata", s)
-	}
+	c.runAppliesAndKeeps("acme", rows)
 }
 
 // TestStagedCopyKeptBeforeApply: the received copy cannot be kept under its
@@ -230,26 +251,13 @@ func TestStagedCopyKeptBeforeApply(t *testing.T) {
 	c.must("tenant", "add", "acme")
 	const rows = 20
 	body := paddedUsers(rows, 10)
-	in := filepath.Join(c.dataDir, "sftp", "acme", "incoming")
-	if err := os.MkdirAll(in, 0o750); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(in, "users.csv"), body, 0o640); err != nil {
-		t.Fatal(err)
-	}
+	in := c.upload("acme", body)
 	sum := sha256.Sum256(body)
 	blocker := filepath.Join(c.dataDir, "staging", "acme", hex.EncodeToString(sum[:]))
 	if err := os.MkdirAll(filepath.Join(blocker, "in-the-way"), 0o750); err != nil {
 		t.Fatal(err)
 	}
-	code, stdout, stderr := c.roster(context.Background(), "run", "--tenant", "acme", "--json")
-	var out runJSON
-	if err := json.Unmarshal([]byte(stdout), &out); err != nil {
-		t.Fatalf("exit %d, output %q %q: %v", code, stdout, stderr, err)
-	}
-	if code != exitFailed || out.Status != "failed" || out.Class != "system" || !strings.Contains(out.Reason, "store in staging") {
-		t.Fatalf("exit %d, %+v; want a system failure saying the copy could not be stored in staging", code, out)
-	}
+	c.runFailsForSystem("acme", "store in staging")
 	if n := c.count(`SELECT count(*) FROM users`); n != 0 {
 		t.Fatalf("%d users applied from a file whose copy was not kept", n)
 	}
@@ -263,18 +271,9 @@ func TestStagedCopyKeptBeforeApply(t *testing.T) {
 	if err := os.RemoveAll(blocker); err != nil {
 		t.Fatal(err)
 	}
-	code, stdout, stderr = c.roster(context.Background(), "run", "--tenant", "acme", "--json")
-	if code != exitOK {
-		t.Fatalf("the run after freeing the name: exit %d %s %s", code, stdout, stderr)
-	}
-	if n := c.count(`SELECT count(*) FROM users`); n != rows {
-		t.Fatalf("%d users, want %d", n, rows)
-	}
+	c.runAppliesAndKeeps("acme", rows)
 	kept, err := os.ReadFile(blocker)
 	if err != nil || !bytes.Equal(kept, body) {
 		t.Fatalf("staging's copy: %v, equal to the upload: %v", err, bytes.Equal(kept, body))
-	}
-	if s := stagedFiles(t, c.dataDir, "acme"); len(s) != 2 { // <sha256> and its .meta.jsonl
-		t.Fatalf("staging holds %v, want the file and its metadata", s)
 	}
 }
