@@ -159,7 +159,12 @@ wait:
 	if res.code != exitFailed || out.Status != "failed" || out.Class != "system" || len(out.Files) != 1 || out.Files[0].Status != "failed" {
 		t.Fatalf("exit %d, %+v; want a failed run, system class", res.code, out)
 	}
+	// The reason names the file once, then what failed: the stage, the
+	// store and the remote path (it used to repeat the name at each step).
 	t.Logf("reason: %s", out.Reason)
+	if !strings.HasPrefix(out.Reason, "users.csv: fetch: store: sftp: ") || strings.Count(out.Reason, "users.csv") != 2 {
+		t.Errorf("reason %q: want the file's name, then fetch, the store and the remote path", out.Reason)
+	}
 	got, err := os.ReadFile(filepath.Join(in, "users.csv"))
 	if err != nil || sha256.Sum256(got) != sum {
 		t.Fatalf("the remote file changed or moved: %v", err)

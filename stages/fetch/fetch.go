@@ -96,7 +96,7 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 		return pipeline.Stats{}, tooLarge(limit+1, limit)
 	}
 	if err != nil {
-		return pipeline.Stats{}, fmt.Errorf("fetch %s: %w", f.Name, err)
+		return pipeline.Stats{}, fmt.Errorf("fetch: %w", err) // the runner names the file; the store, its path
 	}
 	sum := hex.EncodeToString(h.Sum())
 	// The stages read the bytes under this run's name while the copy is
