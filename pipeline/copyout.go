@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
@@ -43,16 +42,12 @@ func OpenDB(url string) (*sqlx.DB, error) {
 	}
 	// A URL the pgx connections cannot use fails here, when the operator
 	// starts roster, not in the middle of every run's diff; read once, not
-	// per diff (with sslrootcert, reading it reads the certificate file).
-	cfg, err := copyConfig(url)
+	// per connection (with sslrootcert, reading it reads the certificate
+	// file).
+	cc, err := copyConfig(url)
 	if err != nil {
 		return nil, err
 	}
-	cc, err := pgx.ParseConfig(url)
-	if err != nil {
-		return nil, err
-	}
-	cc.Config = *cfg.Copy()
 	tx := stdlib.OpenDB(*cc)
 	// An apply holds one connection for its transaction; a few stay open
 	// for the next file's.
@@ -143,7 +138,8 @@ func CopyOut(ctx context.Context, db *sqlx.DB, query string, row func(fields [][
 	return r.n, nil
 }
 
-// copyConfig reads url as pgx does, but as lib/pq means it:
+// copyConfig reads url for the pgx connections (CopyOut, TxConn) as pgx
+// does, but as lib/pq means it:
 //   - it never falls back to a connection without TLS that lib/pq would
 //     refuse: lib/pq's default when the URL names no sslmode is to require
 //     TLS, pgx's to prefer it;
@@ -152,8 +148,8 @@ func CopyOut(ctx context.Context, db *sqlx.DB, query string, row func(fields [][
 //     them): lib/pq's query-protocol switches are dropped,
 //     fallback_application_name applies as libpq says, and the ones that
 //     change where or how securely it connects are refused by name.
-func copyConfig(url string) (*pgconn.Config, error) {
-	cfg, err := pgconn.ParseConfig(url)
+func copyConfig(url string) (*pgx.ConnConfig, error) {
+	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
 		return nil, err
 	}
@@ -164,7 +160,7 @@ func copyConfig(url string) (*pgconn.Config, error) {
 	rp := cfg.RuntimeParams
 	for _, k := range []string{"hostaddr", "load_balance_hosts", "sslinline", "ssl_min_protocol_version", "ssl_max_protocol_version"} {
 		if _, ok := rp[k]; ok {
-			return nil, fmt.Errorf("the database URL sets %s, which lib/pq understands but the connection diff reads the snapshot on (pgx) does not: leave it out of the URL", k)
+			return nil, fmt.Errorf("the database URL sets %s, which lib/pq understands but the pgx connections (diff's snapshot read, apply's COPY) do not: leave it out of the URL", k)
 		}
 	}
 	delete(rp, "binary_parameters")
