@@ -11,9 +11,9 @@
 --
 -- Every lookup by e-mail also names the tenant (stages/diff, reachSQL:
 -- tenant_id = … AND email = ANY(…)), which either order serves. Nothing
--- scans a tenant's users through these two: users_employee_id_key, which
--- keeps the tenant first, is that index. The same reasoning does not move
--- it for that reason.
+-- scans a tenant's users through these two. Those scans (snapshot,
+-- digests, export, counts) use users_employee_id_key, which therefore
+-- keeps the tenant first.
 --
 -- On an existing directory the two indexes are built again here, while
 -- writes to users wait: about a second per million users.
