@@ -123,7 +123,6 @@ type storedUser struct {
 	id, dept, mgr int64 // dept, mgr: 0 for none
 	dg            digest
 	hasDg, active bool
-	dupDg         bool // another user's digest hashes alike (nearly always: is the same)
 }
 
 // index returns the position of the user with this id in s.users, or -1.
@@ -218,7 +217,7 @@ func (d *userDiff) digestRows() {
 // user).
 func (d *userDiff) matchFast() int {
 	s := d.stored
-	cand := s.byDigest.candidates(s.users, d.dig, func(i int) bool { return d.rows[i].rejected })
+	cand := s.byDigest.candidates(d.dig, func(i int) bool { return d.rows[i].rejected })
 	wait := make([]int32, len(d.rows)) // the manager's stored index, or -1
 	pipeline.Parallel(len(d.rows), 1<<14, func(lo, hi int) {
 		keys := deptKeys{}

@@ -95,20 +95,19 @@ func groupDigests(users []storedUser, hash func(*digest) uint64) digestGroups {
 	return g
 }
 
-// candidates returns, for each digest of digs, the place in users of the
-// one user whose digest hashes like it (64 bits, seeded), or -1: for none,
-// for digs[i] with skip(i), and when users share the hash. Those users are
-// marked dupDg (the first of them in id order): they are never a
-// candidate. users must be those the groups were made of. The groups are
+// candidates returns, for each digest of digs, the place (in the users the
+// groups were made of) of the one user whose digest hashes like it (64
+// bits, seeded), or -1: for none, for digs[i] with skip(i), and when
+// users share the hash (they are never a candidate). The groups are
 // matched on every core.
 //
 // The caller compares a candidate's digest with the row's: the groups
 // compare hashes only, since reading the digests here would be two reads
 // at random places per row (the rows' and the users' digests), where the
 // caller reads the user anyway. Two digests that hash alike are ~2^-64 per
-// pair and cost nothing but speed: a user marked dupDg, a candidate that
+// pair and cost nothing but speed: users sharing a hash, a candidate that
 // the comparison turns down, each gets the full diff.
-func (g digestGroups) candidates(users []storedUser, digs []digest, skip func(i int) bool) []int32 {
+func (g digestGroups) candidates(digs []digest, skip func(i int) bool) []int32 {
 	at := make([]int32, len(digs))
 	keys := make([]hashpart.Entry, 0, len(digs))
 	for i := range digs {
@@ -122,8 +121,8 @@ func (g digestGroups) candidates(users []storedUser, digs []digest, skip func(i 
 	pipeline.Parallel(len(g.ends), 8, func(lo, hi int) {
 		var tab hashpart.Table
 		// The group's users that share a hash, nearly always none: the
-		// probe below asks this list rather than reading each candidate's
-		// dupDg, a read at a random place per row (~50 ms of a million).
+		// probe below asks this short list (a flag on each user was a read
+		// at a random place per row, ~50 ms of a million).
 		var dups []int32
 		for grp := lo; grp < hi; grp++ {
 			stored := hashpart.Group(g.grouped, g.ends, grp)
@@ -131,7 +130,6 @@ func (g digestGroups) candidates(users []storedUser, digs []digest, skip func(i 
 			dups = dups[:0]
 			for _, e := range stored {
 				if p := tab.Add(e, hashOnly); p != e.Pos {
-					users[p].dupDg = true
 					dups = append(dups, p)
 				}
 			}
