@@ -47,6 +47,8 @@ type CopyLine struct {
 	start int
 	err   error
 	send  func([]byte) error
+
+	twin bool // made by Twin: sends nothing
 }
 
 // binFlush is how much of the binary stream CopyLine gathers before it
@@ -296,6 +298,9 @@ func (l *CopyLine) binInt(v int64) {
 // the driver, which watches a cancellable context with a goroutine per
 // call.
 func (l *CopyLine) End() error {
+	if l.twin {
+		return fmt.Errorf("copy into %s: a twin line (CopyLine.Twin) sends nothing", l.table)
+	}
 	if l.cols != l.want {
 		return fmt.Errorf("copy into %s: row %d has %d values for %d columns", l.table, l.sent+1, l.cols, l.want)
 	}
@@ -327,6 +332,39 @@ func (l *CopyLine) End() error {
 	l.sent++
 	l.b, l.cols = l.b[:0], 0
 	return nil
+}
+
+// Row is the encoding of the row built since the last End, as End would
+// send it (in the binary format without the field count), or nil before
+// its first value. It is valid until the next value, End or Reset.
+func (l *CopyLine) Row() []byte {
+	switch {
+	case l.cols == 0:
+		return nil
+	case l.bin:
+		return l.b[l.start+2:]
+	}
+	return l.b
+}
+
+// Reset drops the row built since the last End.
+func (l *CopyLine) Reset() {
+	if l.bin {
+		if l.cols > 0 {
+			l.b = l.b[:l.start]
+		}
+	} else {
+		l.b = l.b[:0]
+	}
+	l.cols, l.err = 0, nil
+}
+
+// Twin returns a line that encodes values exactly as l does (the same
+// columns, the same format) and sends nothing: its rows are read with Row
+// and dropped with Reset (End fails on it). It is how a caller checks a row
+// against one l sent, while l may still be sending.
+func (l *CopyLine) Twin() *CopyLine {
+	return &CopyLine{b: make([]byte, 0, 512), table: l.table, want: l.want, bin: l.bin, col: l.col, twin: true}
 }
 
 // copier is the part of lib/pq's COPY statement CopyRows uses: it takes a

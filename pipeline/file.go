@@ -3,8 +3,10 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"runtime/debug"
+	"slices"
 	"time"
 
 	"github.com/apache/arrow/go/v17/arrow"
@@ -99,6 +101,7 @@ type File struct {
 	Temp []string
 
 	prefetch map[string]*prefetch // by stage name: reads started ahead
+	specs    map[string]io.Closer // by stage name: work started ahead (Speculator)
 	keeping  chan error           // fetch's background keep, when one runs
 }
 
@@ -201,6 +204,9 @@ func (s *RowSet) Add(i int) {
 	s.bits[w] |= 1 << (uint(i) & 63)
 }
 
+// Clone returns a copy of the set that later Adds to either do not touch.
+func (s RowSet) Clone() RowSet { return RowSet{bits: slices.Clone(s.bits)} }
+
 // Has reports whether row i is in the set.
 func (s *RowSet) Has(i int) bool {
 	w := i >> 6
@@ -268,6 +274,45 @@ func (f *File) Prefetched(ctx context.Context, stage string) (val any, ok bool, 
 	case <-ctx.Done():
 		<-pf.done
 		return nil, true, ctx.Err()
+	}
+}
+
+// startSpeculation asks stage's Speculator to start on f ahead.
+func (f *File) startSpeculation(ctx context.Context, stage string, s Speculator, run *Run) {
+	var h io.Closer
+	func() {
+		// A panic here would end the process: speculating is an
+		// optimisation, so the stage runs as if it had not been asked.
+		defer func() {
+			if r := recover(); r != nil {
+				run.Log.Error("speculation panicked; the stage runs without it", "stage", stage, "panic", r, "stack", string(debug.Stack()))
+				h = nil
+			}
+		}()
+		h = s.Speculate(ctx, run, f)
+	}()
+	if h == nil {
+		return
+	}
+	if f.specs == nil {
+		f.specs = map[string]io.Closer{}
+	}
+	f.specs[stage] = h
+}
+
+// Speculated hands over (once) the work the runner had stage start ahead
+// on f (see Speculator), or nil; the caller closes it.
+func (f *File) Speculated(stage string) io.Closer {
+	h := f.specs[stage]
+	delete(f.specs, stage)
+	return h
+}
+
+// dropSpeculations closes the work started ahead that nobody collected.
+func (f *File) dropSpeculations() {
+	for name, h := range f.specs {
+		_ = h.Close() // undone: nothing of it is kept
+		delete(f.specs, name)
 	}
 }
 

@@ -144,6 +144,7 @@ func (rn *Runner) Run(ctx context.Context, req Request) (*Result, error) {
 	res := &Result{RunID: run.ID, Tenant: tenant.ID, DryRun: req.DryRun, Files: req.Files}
 	defer func() {
 		for _, f := range req.Files {
+			f.dropSpeculations()
 			f.dropPrefetches()
 			f.ReleaseBatches()
 		}
@@ -222,14 +223,23 @@ func (rn *Runner) Run(ctx context.Context, req Request) (*Result, error) {
 		if a, ok := last[string(f.Kind)]; ok && f.Status == StatusProcessing && a.Clean && a.SHA256 == f.SHA256 {
 			markDuplicate(f, string(f.Kind))
 		}
-		for _, st := range stages[split:] {
+		ahead := stages[split:]
+		for k, st := range ahead {
 			if st.Spec.Scope == PerRun || st.Spec.Always {
 				continue
+			}
+			// In a run of one file, the next stage may start on the file
+			// beside this one (Speculator): nothing else is applied first.
+			if k+1 < len(ahead) && len(req.Files) == 1 && !req.DryRun && !f.Done() && f.Status == StatusProcessing {
+				if s, ok := ahead[k+1].Stage.(Speculator); ok && ahead[k+1].Spec.Scope == PerFile {
+					f.startSpeculation(ctx, ahead[k+1].Spec.Name, s, run)
+				}
 			}
 			if err := rn.fileStage(ctx, run, st, f, last); err != nil {
 				return rn.finish(ctx, run, res, err)
 			}
 		}
+		f.dropSpeculations()
 		f.dropPrefetches()
 		if err := rn.settle(ctx, run, f); err != nil {
 			return rn.finish(ctx, run, res, err)

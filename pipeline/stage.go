@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"sort"
 	"strings"
@@ -212,4 +213,22 @@ type Run struct {
 // the runner cancels it when the file ends before the stage.
 type Prefetcher interface {
 	Prefetch(ctx context.Context, run *Run) (any, error)
+}
+
+// Speculator is implemented by an Ordered stage that can start on a file
+// while the stage before it is still deciding about it: apply starts a
+// first load's COPY beside diff (the server's COPY is most of a first
+// load, and otherwise waits for every stage before it). In a run of one
+// file, just before the stage ahead of it runs, the runner calls Speculate;
+// the stage's Process collects the handle with File.Speculated.
+//
+// Speculate must return promptly, and it must take from f then whatever it
+// reads later that the stage ahead still writes (Rejected, Skip, Issues),
+// because both then work on f at once. It returns nil when f is not worth
+// it. The work it starts may only be kept once Process has checked it
+// against what the stages before decided. Close stops the work, undoes it
+// and waits for it: the runner closes a handle nobody collected, and a
+// stage that collects one closes it when done with it.
+type Speculator interface {
+	Speculate(ctx context.Context, run *Run, f *File) io.Closer
 }

@@ -33,6 +33,7 @@ import (
 	"github.com/roster-hr/roster/pipeline"
 	"github.com/roster-hr/roster/pipeline/pgtest"
 	"github.com/roster-hr/roster/stages"
+	"github.com/roster-hr/roster/stages/apply"
 	"github.com/roster-hr/roster/stages/diff"
 	"gopkg.in/yaml.v3"
 )
@@ -80,6 +81,49 @@ var (
 	incrementalAlways = pipeline.Options{diff.OptIncrementalMaxChanged: 100}
 	fullDiff          = pipeline.Options{diff.OptIncremental: false}
 )
+
+// apply's two ways to a first load (stages/apply/speculate.go): the
+// incremental runs speculate on every file, however small, and the full
+// ones never, so that every case also proves the speculation ends in the
+// same directory as the plan applied alone. speculations counts what the
+// speculations did, for the test to prove they ran (and were mended).
+var (
+	speculateAlways = pipeline.Options{apply.OptSpeculateMinRows: 0}
+	speculateNever  = pipeline.Options{apply.OptSpeculate: false}
+	speculations    = &specLog{}
+)
+
+// specLog is a slog.Handler that counts apply's speculations: kept (and
+// of those, with rows sent after the plan, and with sent rows deleted) and
+// undone.
+type specLog struct {
+	mu                            sync.Mutex
+	kept, resent, dropped, undone int
+}
+
+func (*specLog) Enabled(context.Context, slog.Level) bool { return true }
+func (h *specLog) WithAttrs([]slog.Attr) slog.Handler     { return h }
+func (h *specLog) WithGroup(string) slog.Handler          { return h }
+func (h *specLog) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch r.Message {
+	case "apply: speculation kept":
+		h.kept++
+		r.Attrs(func(a slog.Attr) bool {
+			switch {
+			case a.Key == "resent" && a.Value.Int64() > 0:
+				h.resent++
+			case a.Key == "dropped" && a.Value.Int64() > 0:
+				h.dropped++
+			}
+			return true
+		})
+	case "apply: speculation undone":
+		h.undone++
+	}
+	return nil
+}
 
 // pgpPassphrase unlocks fixtures/pgp's test-only key (see its README).
 const pgpPassphrase = "test-only-passphrase"
@@ -228,19 +272,27 @@ func TestRules(t *testing.T) {
 					t.Skip(c.expect.Skip)
 				}
 				t.Parallel()
-				snap := runCase(t, db, c, c.name, nil, incrementalAlways)
-				if got := runCase(t, db, c, c.name+"-full", nil, fullDiff); got != snap && !t.Failed() {
-					t.Errorf("diffed in full, the snapshot differs:\n--- incremental\n%s--- full\n%s", snap, got)
+				snap := runCase(t, db, c, c.name, nil, incrementalAlways, speculateAlways)
+				if got := runCase(t, db, c, c.name+"-full", nil, fullDiff, speculateNever); got != snap && !t.Failed() {
+					t.Errorf("diffed in full and applied without speculating, the snapshot differs:\n--- incremental, speculating\n%s--- full\n%s", snap, got)
 				}
 				if c.expect.Shuffle && !t.Failed() {
 					for i, perm := range []string{"reversed", "shuffled"} {
-						got := runCase(t, db, c, fmt.Sprintf("%s-%d", c.name, i+1), permuter(perm), incrementalAlways)
+						got := runCase(t, db, c, fmt.Sprintf("%s-%d", c.name, i+1), permuter(perm), incrementalAlways, speculateAlways)
 						if got != snap {
 							t.Errorf("with the rows %s the snapshot differs:\n--- in file order\n%s--- %s\n%s", perm, snap, perm, got)
 						}
 					}
 				}
 			})
+		}
+	})
+	// The speculation ran on the cases' first loads and was undone on the
+	// others (TestSpeculationMatchesThePlan mends it on larger files).
+	t.Run("speculations", func(t *testing.T) {
+		h := speculations
+		if h.kept < 20 || h.undone < 20 {
+			t.Errorf("speculations: %d kept, %d undone; the cases should exercise both", h.kept, h.undone)
 		}
 	})
 	// Every issue code of schemas/codes.go must be proven by some case.
@@ -315,7 +367,7 @@ func day(t *testing.T, s string) time.Time {
 
 // runCase makes the case's tenant, applies its setup and runs its steps,
 // checking each; it returns the final snapshot as text.
-func runCase(t *testing.T, db *sqlx.DB, c *ruleCase, tenantID string, rewrite func(*testing.T, string) string, diffOpts pipeline.Options) string {
+func runCase(t *testing.T, db *sqlx.DB, c *ruleCase, tenantID string, rewrite func(*testing.T, string) string, diffOpts, applyOpts pipeline.Options) string {
 	ctx := context.Background()
 	ty := c.tenant
 	tn := pipeline.NewTenant(tenantID)
@@ -358,7 +410,7 @@ func runCase(t *testing.T, db *sqlx.DB, c *ruleCase, tenantID string, rewrite fu
 	if ty.Date != "" {
 		caseDate = ty.Date
 	}
-	rn := &pipeline.Runner{DB: db, Registry: stages.Registry(), StagingDir: t.TempDir(), Log: quiet}
+	rn := &pipeline.Runner{DB: db, Registry: stages.Registry(), StagingDir: t.TempDir(), Log: slog.New(speculations)}
 	input := func(paths []string) []*pipeline.File {
 		var fs []*pipeline.File
 		// Upload order is the order given: the runner orders a kind by
@@ -390,6 +442,7 @@ func runCase(t *testing.T, db *sqlx.DB, c *ruleCase, tenantID string, rewrite fu
 		req := pipeline.Request{Tenant: tenantID, DryRun: s.DryRun, AllowMassDeactivation: s.AllowMassDeactivation,
 			KeyPassphrase: []byte(pgpPassphrase), Overrides: maps.Clone(smallBatches)}
 		req.Overrides["diff"] = diffOpts
+		req.Overrides["apply"] = applyOpts
 		var paths []string
 		for _, f := range s.Files {
 			paths = append(paths, filepath.Join(c.dir, f))
@@ -575,11 +628,22 @@ var snapshotQueries = map[string]string{
 		COALESCE(d.name, '') AS department_name, u.title, u.location,
 		COALESCE(to_char(u.start_date, 'YYYY-MM-DD'), '') AS start_date,
 		COALESCE(to_char(u.deactivation_date, 'YYYY-MM-DD'), '') AS deactivation_date, u.active::text AS active,
-		u.custom::text AS custom
+		u.custom::text AS custom, COALESCE(encode(u.row_digest, 'hex'), '') AS row_digest
 		FROM users u LEFT JOIN users m ON m.id = u.manager_id LEFT JOIN departments d ON d.id = u.department_id
 		WHERE u.tenant_id = $1 ORDER BY u.email, u.id`,
 	"departments": `SELECT d.name, COALESCE(p.name, '') AS parent, d.active::text AS active
 		FROM departments d LEFT JOIN departments p ON p.id = d.parent_id WHERE d.tenant_id = $1 ORDER BY d.name_key`,
+	// The history, without the ids that differ from tenant to tenant (a
+	// manager change shows as one, by e-mail).
+	"history": `SELECT 'department' AS of, d.name_key AS who, h.action, h.changes::text AS changes, h.effective_date::text AS effective
+		FROM department_history h JOIN departments d ON d.id = h.department_id WHERE h.tenant_id = $1
+		UNION ALL
+		SELECT 'user', u.email, h.action, (h.changes - 'manager_id')::text || CASE WHEN h.changes ? 'manager_id' THEN ' manager: ' ||
+			COALESCE((SELECT m.email FROM users m WHERE m.id = (h.changes -> 'manager_id' ->> 'new')::bigint), '') ELSE '' END, h.effective_date::text
+		FROM user_history h JOIN users u ON u.id = h.user_id WHERE h.tenant_id = $1
+		UNION ALL
+		SELECT 'created', u.email, 'create', '', r.logical_date::text FROM users u JOIN runs r ON r.id = u.created_run_id WHERE u.tenant_id = $1
+		ORDER BY 1, 2, 3, 4, 5`,
 }
 
 // table reads one snapshot query as a header and rows of text.
@@ -613,7 +677,7 @@ func table(t *testing.T, db *sqlx.DB, tenant, kind string) ([]string, [][]string
 func snapshot(t *testing.T, db *sqlx.DB, tenant string) string {
 	t.Helper()
 	var b strings.Builder
-	for _, kind := range []string{"departments", "users"} {
+	for _, kind := range []string{"departments", "users", "history"} {
 		cols, rows := table(t, db, tenant, kind)
 		b.WriteString(strings.Join(cols, ",") + "\n")
 		for _, r := range rows {

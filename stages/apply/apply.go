@@ -26,11 +26,31 @@ func Spec() pipeline.Spec {
 		Name:    "apply",
 		Summary: "Applies the plan in one transaction per file: departments, then users, then user_history and the ledger entry. Does nothing in a dry run.",
 		Ordered: true,
-		New:     func(pipeline.Options) (any, error) { return stage{}, nil },
+		Fields: []pipeline.Field{
+			{Name: OptSpeculate, Default: true, Help: "start a first load's COPY of new users beside diff, for a tenant that has no users yet " +
+				"(see stages/apply/speculate.go): the rows diff will surely create go in while diff still decides, and apply then checks " +
+				"every one of them against diff's plan, deleting and re-sending any it decided otherwise. It holds a second database " +
+				"connection for the file meanwhile. Only in a run of one file, never in a dry run. It pays where PostgreSQL has cores of its " +
+				"own; where roster and the server share two, the COPY slows by about what diff's time saves (README: Performance)"},
+			{Name: OptSpeculateMinRows, Default: 10000, Help: "the smallest file, in rows, worth a speculation: below it the COPY is short, " +
+				"and the second connection and transaction cost more than the overlap saves"},
+		},
+		New: func(o pipeline.Options) (any, error) {
+			return stage{speculate: o.Bool(OptSpeculate), speculateMinRows: o.Int(OptSpeculateMinRows)}, nil
+		},
 	}
 }
 
-type stage struct{}
+// The stage's options.
+const (
+	OptSpeculate        = "speculate"
+	OptSpeculateMinRows = "speculate_min_rows"
+)
+
+type stage struct {
+	speculate        bool
+	speculateMinRows int
+}
 
 func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (pipeline.Stats, error) {
 	if f.Plan == nil {
@@ -49,21 +69,46 @@ func (stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File) (
 	// of TxConn's, whose COPY is binary, when there are rows to COPY; else
 	// one of lib/pq's pool, already open (TxConn's first connection was
 	// ~5 ms of an unchanged 100k-row file's run).
-	connect := pipeline.TxConn
-	if in == 0 {
-		connect = func(ctx context.Context, db *sqlx.DB) (*sqlx.Conn, error) { return db.Connx(ctx) }
+	var conn *sqlx.Conn
+	var tx *sqlx.Tx
+	var keep *kept
+	if h := f.Speculated(Spec().Name); h != nil {
+		// Started beside diff (speculate.go): carried on with when it
+		// agrees with the plan, else undone.
+		s := h.(*speculation)
+		defer s.Close()
+		checking := time.Now()
+		var why string
+		if keep, why = s.check(f.Plan); keep != nil {
+			conn, tx = s.conn, s.tx
+			if run.Log != nil {
+				run.Log.Debug("apply: speculation kept", "file", f.Name, "sent", s.rows, "kept", keep.n, "resent", keep.resend, "dropped", len(keep.drop),
+					"copy_ms", s.copyMS, "waited_ms", time.Since(checking).Milliseconds())
+			}
+		} else {
+			s.Close()
+			if run.Log != nil {
+				run.Log.Debug("apply: speculation undone", "file", f.Name, "why", why)
+			}
+		}
 	}
-	conn, err := connect(ctx, run.DB)
-	if err != nil {
-		return pipeline.Stats{}, fmt.Errorf("apply: connect: %w", err)
+	if conn == nil {
+		connect := pipeline.TxConn
+		if in == 0 {
+			connect = func(ctx context.Context, db *sqlx.DB) (*sqlx.Conn, error) { return db.Connx(ctx) }
+		}
+		var err error
+		if conn, err = connect(ctx, run.DB); err != nil {
+			return pipeline.Stats{}, fmt.Errorf("apply: connect: %w", err)
+		}
+		if tx, err = conn.BeginTxx(ctx, nil); err != nil {
+			conn.Close()
+			return pipeline.Stats{}, fmt.Errorf("apply: begin: %w", err)
+		}
 	}
 	defer conn.Close()
-	tx, err := conn.BeginTxx(ctx, nil)
-	if err != nil {
-		return pipeline.Stats{}, fmt.Errorf("apply: begin: %w", err)
-	}
 	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
-	a := applier{tx: tx, conn: conn.Conn, run: run, f: f}
+	a := applier{tx: tx, conn: conn.Conn, run: run, f: f, kept: keep}
 	if err := a.departments(ctx); err != nil {
 		return pipeline.Stats{}, err
 	}
@@ -107,6 +152,7 @@ type applier struct {
 	conn *sql.Conn // tx's connection
 	run  *pipeline.Run
 	f    *pipeline.File
+	kept *kept // what a speculation already sent, or nil
 }
 
 func (a *applier) exec(ctx context.Context, what, q string, args ...any) error {

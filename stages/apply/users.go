@@ -52,6 +52,14 @@ func colsOf(r arrow.Record) planCols {
 // existing users go through a temporary table and UPDATE … FROM, their
 // history computed in SQL from the state before the change.
 func (a *applier) users(ctx context.Context) error {
+	if a.kept != nil && len(a.kept.drop) > 0 {
+		// Rows a speculation sent that the plan has otherwise or not at
+		// all: gone before the plan's own go in (with the same ids).
+		if err := a.exec(ctx, "drop speculated rows", `DELETE FROM users WHERE tenant_id = $1 AND id = ANY($2::bigint[])`,
+			a.run.Tenant.ID, pq.Int64Array(a.kept.drop)); err != nil {
+			return err
+		}
+	}
 	if len(a.f.Plan.Users) == 0 {
 		return nil
 	}
@@ -75,16 +83,34 @@ func (a *applier) users(ctx context.Context) error {
 	// not a map: source rows are line numbers, at most the file's lines.
 	var newID []int64
 	if creates > 0 {
+		// A speculation reserved the ids of the rows it sent; the others
+		// get theirs here.
 		newID = make([]int64, maxRow+1)
-		ids, err := a.reserveUserIDs(ctx, creates)
-		if err != nil {
-			return err
+		need := creates
+		if a.kept != nil {
+			copy(newID, a.kept.newID)
+			need = 0
+			for _, r := range a.f.Plan.Users {
+				c := colsOf(r)
+				for i := 0; i < int(r.NumRows()); i++ {
+					if c.action.Value(i) == schemas.ActCreate && newID[c.row.Value(i)] == 0 {
+						need++
+					}
+				}
+			}
+		}
+		var ids []int64
+		if need > 0 {
+			var err error
+			if ids, err = a.reserveUserIDs(ctx, need); err != nil {
+				return err
+			}
 		}
 		k := 0
 		for _, r := range a.f.Plan.Users {
 			c := colsOf(r)
 			for i := 0; i < int(r.NumRows()); i++ {
-				if c.action.Value(i) == schemas.ActCreate {
+				if c.action.Value(i) == schemas.ActCreate && newID[c.row.Value(i)] == 0 {
 					newID[c.row.Value(i)] = ids[k]
 					k++
 				}
@@ -102,8 +128,10 @@ func (a *applier) users(ctx context.Context) error {
 	}
 	if creates > 0 {
 		started := time.Now()
-		if err := a.copyCreates(ctx, w); err != nil {
-			return err
+		if a.kept == nil || a.kept.n < creates {
+			if err := a.copyCreates(ctx, w); err != nil {
+				return err
+			}
 		}
 		if a.run.Log != nil {
 			a.run.Log.Debug("apply step", "file", a.f.Name, "step", "copy creates", "rows", creates, "ms", time.Since(started).Milliseconds())
@@ -327,26 +355,26 @@ func (a *applier) newUsersHaveCustom() bool {
 // default ('{}'): the server parsing a million '{}' as jsonb was ~0.5 s
 // of the COPY (psql \copy of 1M users: 7.3-7.5 s with the column, 6.0-7.0
 // s without, same machine, alternating).
+//
+// A speculation (speculate.go) already COPYed most of a first load's new
+// users: the rows it sent as the plan has them (kept) are left out, and it
+// decided whether the custom column goes in.
 func (a *applier) copyCreates(ctx context.Context, w rowWriter) error {
 	custom := a.newUsersHaveCustom()
-	fields := userFields
-	if !custom {
-		fields = slices.DeleteFunc(slices.Clone(userFields), func(f string) bool { return f == "custom" })
+	if a.kept != nil {
+		custom = a.kept.custom
 	}
-	cols := append(append([]string{"id", "tenant_id"}, fields...), "last_run_id", "created_run_id", "created_file_id")
-	_, err := pipeline.CopyRows(ctx, a.conn, "users", cols, func(l *pipeline.CopyLine) error {
+	_, err := pipeline.CopyRows(ctx, a.conn, "users", createCols(custom), func(l *pipeline.CopyLine) error {
 		for _, r := range a.f.Plan.Users {
 			c := colsOf(r)
 			for i := 0; i < int(r.NumRows()); i++ {
 				if c.action.Value(i) != schemas.ActCreate {
 					continue
 				}
-				l.Int(w.newID[c.row.Value(i)])
-				l.Text(a.run.Tenant.ID)
-				w.fields(l, c, i, custom)
-				l.Int(a.run.ID)
-				l.Int(a.run.ID)
-				l.OptInt(a.f.ID, a.f.ID > 0)
+				if a.kept != nil && a.kept.has(c.row.Value(i)) {
+					continue
+				}
+				w.create(l, c, i, custom, a.run, a.f)
 				if err := l.End(); err != nil {
 					return err
 				}
@@ -358,4 +386,25 @@ func (a *applier) copyCreates(ctx context.Context, w rowWriter) error {
 		return fmt.Errorf("apply: copy new users: %w", err)
 	}
 	return nil
+}
+
+// createCols are the users columns a new user's row is COPYed into, in
+// create's order; without custom the column takes its default ('{}').
+func createCols(custom bool) []string {
+	fields := userFields
+	if !custom {
+		fields = slices.DeleteFunc(slices.Clone(userFields), func(f string) bool { return f == "custom" })
+	}
+	return append(append([]string{"id", "tenant_id"}, fields...), "last_run_id", "created_run_id", "created_file_id")
+}
+
+// create appends plan row i, a new user, as its users row (createCols),
+// without ending the line.
+func (w rowWriter) create(l *pipeline.CopyLine, c planCols, i int, custom bool, run *pipeline.Run, f *pipeline.File) {
+	l.Int(w.newID[c.row.Value(i)])
+	l.Text(run.Tenant.ID)
+	w.fields(l, c, i, custom)
+	l.Int(run.ID)
+	l.Int(run.ID)
+	l.OptInt(f.ID, f.ID > 0)
 }

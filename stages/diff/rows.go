@@ -129,20 +129,7 @@ func (d *userDiff) val(r *inRow, fi int) string {
 // readRows gathers the user rows of f's typed batches, and per batch the
 // text column of each field and the rows' custom cells.
 func readRows(f *pipeline.File) ([]inRow, []batchRows) {
-	colIdx := map[string]int{}
-	var customCols []string
-	for i, c := range f.Columns {
-		colIdx[c.Name] = i + 1
-		if c.Type == schemas.Custom {
-			customCols = append(customCols, c.Name)
-		}
-	}
-	// The skipped rows of each field, looked up once rather than by column
-	// name for every cell.
-	var skip [numFields]pipeline.RowSet
-	for fi, name := range fieldCol {
-		skip[fi] = f.Skip[name]
-	}
+	colIdx, customCols, skip := batchLayout(f)
 	// Batches are independent: each fills its own part of out, on every
 	// core (a million rows is 62 batches).
 	out := make([]inRow, f.Rows)
@@ -154,14 +141,32 @@ func readRows(f *pipeline.File) ([]inRow, []batchRows) {
 	}
 	pipeline.Parallel(len(f.Batches), 1, func(lo, hi int) {
 		for b := lo; b < hi; b++ {
-			cols[b] = readBatch(f, b, bases[b], out, colIdx, customCols, &skip)
+			cols[b] = readBatch(f, b, bases[b], out[bases[b]:], colIdx, customCols, &skip)
 		}
 	})
 	return out, cols
 }
 
-// readBatch fills out[base:] with the rows of batch b and returns what
-// they read from the batch beyond that (its text columns, custom cells).
+// batchLayout is what readBatch needs to know of f's columns: each
+// column's place in a batch, the custom columns, and the rows each field
+// skips (looked up once rather than by column name for every cell).
+func batchLayout(f *pipeline.File) (colIdx map[string]int, customCols []string, skip [numFields]pipeline.RowSet) {
+	colIdx = map[string]int{}
+	for i, c := range f.Columns {
+		colIdx[c.Name] = i + 1
+		if c.Type == schemas.Custom {
+			customCols = append(customCols, c.Name)
+		}
+	}
+	for fi, name := range fieldCol {
+		skip[fi] = f.Skip[name]
+	}
+	return colIdx, customCols, skip
+}
+
+// readBatch fills out with the rows of batch b, which starts at position
+// base of the file, and returns what they read from the batch beyond that
+// (its text columns, custom cells).
 func readBatch(f *pipeline.File, b, base int, out []inRow, colIdx map[string]int, customCols []string, skip *[numFields]pipeline.RowSet) batchRows {
 	rec := f.Batches[b]
 	rows := rec.Column(0).(*array.Int32)
@@ -187,7 +192,7 @@ func readBatch(f *pipeline.File, b, base int, out []inRow, colIdx map[string]int
 	n := int(rec.NumRows())
 	for i := 0; i < n; i++ {
 		pos := base + i
-		r := &out[pos]
+		r := &out[i]
 		// Field by field into the zeroed slice: assigning a whole inRow
 		// literal wrote all its bytes again, pointers included (with write
 		// barriers while the collector runs), 1.6 s of a first load.

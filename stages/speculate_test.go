@@ -1,0 +1,111 @@
+package stages_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/roster-hr/roster/pipeline"
+	"github.com/roster-hr/roster/pipeline/pgtest"
+	"github.com/roster-hr/roster/stages"
+)
+
+// TestSpeculationMatchesThePlan sends first loads that diff must decide
+// row by row (rows in random order, so many managers come after their
+// reports; manager loops, self-references and unknown managers; duplicate
+// rows; rows without an id; a department the tenant deactivated) to two
+// fresh tenants each: one applied with apply's speculation (on every file,
+// in batches of 50 rows, so most rows are sent before diff has decided
+// them) and one without. The outcome must be the same: status, counts,
+// issues, the directory and its history. The speculations must have been
+// kept, and mended: rows held back and sent after the plan, and rows sent
+// that the plan has otherwise (the first user of the deactivated
+// department, whom diff warns about), deleted and sent again.
+func TestSpeculationMatchesThePlan(t *testing.T) {
+	db, _ := pgtest.New(t)
+	var log specLog
+	rn := &pipeline.Runner{DB: db, Registry: stages.Registry(), StagingDir: t.TempDir(), Log: slog.New(&log)}
+	today := time.Date(2026, 3, 10, 0, 0, 0, 0, time.UTC)
+	const seeds = 8
+	for seed := 1; seed <= seeds; seed++ {
+		g := newPopulation(uint64(seed), 400)
+		for d := 0; d < 40; d++ {
+			g.mutate(today.AddDate(0, 0, d-40))
+		}
+		path := filepath.Join(t.TempDir(), "users.csv")
+		g.write(t, path)
+		outcome := func(tenant string, opts pipeline.Options) stepOutcome {
+			putTenant(t, db, tenant, nil)
+			// A department the tenant has, deactivated: the file's first
+			// row in it is applied with a warning, and so without a digest.
+			if _, err := db.Exec(`INSERT INTO departments (tenant_id, name, name_key, active) VALUES ($1, 'Support', 'support', false)`, tenant); err != nil {
+				t.Fatal(err)
+			}
+			res, err := rn.Run(context.Background(), pipeline.Request{Tenant: tenant, LogicalDate: today,
+				Files:     []*pipeline.File{{Name: "users.csv", Source: path, ModTime: today}},
+				Overrides: map[string]pipeline.Options{"parse": {"batch_rows": 50}, "apply": opts}})
+			if err != nil {
+				t.Fatalf("seed %d, %s: %v", seed, tenant, err)
+			}
+			f := res.Files[0]
+			if f.Status == pipeline.StatusFailed {
+				t.Fatalf("seed %d, %s: failed: %v", seed, tenant, f.Err)
+			}
+			return stepOutcome{Status: f.Status, Counts: f.Counts, Issues: f.Issues.List(), Directory: snapshot(t, db, tenant)}
+		}
+		a := outcome(fmt.Sprint("spec-", seed), speculateAlways)
+		b := outcome(fmt.Sprint("plain-", seed), speculateNever)
+		if !reflect.DeepEqual(a, b) {
+			t.Fatalf("seed %d: with and without the speculation the outcomes differ\n%s\nfile:\n%s", seed, disagreement(a, b), readFile(t, path))
+		}
+		if a.Counts.Created < 300 {
+			t.Fatalf("seed %d: %d users created; the file should be mostly new users", seed, a.Counts.Created)
+		}
+	}
+	if log.kept != seeds || log.resent < seeds || log.dropped < seeds {
+		t.Errorf("%d of %d speculations kept, %d of them with rows sent after the plan, %d with rows deleted: the test proves nothing unless every one was kept and mended both ways",
+			log.kept, seeds, log.resent, log.dropped)
+	}
+	speculationUndone(t, db, rn)
+}
+
+// speculationUndone: a department only a rejected row names is one the
+// speculation created and the plan does not; it is undone whole, and the
+// file applies as without it.
+func speculationUndone(t *testing.T, db *sqlx.DB, rn *pipeline.Runner) {
+	path := filepath.Join(t.TempDir(), "users.json")
+	if err := os.WriteFile(path, []byte(`[
+  {"employee_id": "1", "email": "ada@example.com", "first_name": "Ada", "last_name": "King", "department_name": "Board"},
+  {"employee_id": "2", "email": "x@example.com", "last_name": "Nofirst", "department_name": "Orphans"},
+  {"employee_id": "3", "email": "grace@example.com", "first_name": "Grace", "last_name": "Hopper", "manager_email": "ada@example.com"}
+]`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var log specLog
+	r := *rn
+	r.Log = slog.New(&log)
+	var got []stepOutcome
+	for _, opts := range []pipeline.Options{speculateAlways, speculateNever} {
+		tenant := fmt.Sprint("undone-", len(got))
+		putTenant(t, db, tenant, nil)
+		res, err := r.Run(context.Background(), pipeline.Request{Tenant: tenant, Files: []*pipeline.File{{Name: "users.json", Source: path}},
+			Overrides: map[string]pipeline.Options{"apply": opts}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := res.Files[0]
+		got = append(got, stepOutcome{Status: f.Status, Counts: f.Counts, Issues: f.Issues.List(), Directory: snapshot(t, db, tenant)})
+	}
+	if !reflect.DeepEqual(got[0], got[1]) {
+		t.Fatalf("undone speculation: the outcomes differ\n%s", disagreement(got[0], got[1]))
+	}
+	if got[0].Counts.Created != 2 || log.undone != 1 || log.kept != 0 {
+		t.Errorf("undone speculation: %d created, %d speculations undone, %d kept; want 2, 1, 0", got[0].Counts.Created, log.undone, log.kept)
+	}
+}
