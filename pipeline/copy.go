@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -406,6 +407,7 @@ type copyColumn struct {
 // load waits for. On lib/pq's, which takes only text, they go to its
 // CopyData as text lines.
 func CopyRows(ctx context.Context, conn *sql.Conn, table string, cols []string, write func(line *CopyLine) error) (int, error) {
+	write = recovered(table, write)
 	var bin bool
 	if err := conn.Raw(func(dc any) error { _, bin = dc.(*stdlib.Conn); return nil }); err != nil {
 		return 0, fmt.Errorf("copy into %s: %w", table, err)
@@ -449,6 +451,21 @@ func CopyRows(ctx context.Context, conn *sql.Conn, table string, cols []string, 
 		return nil
 	})
 	return n, err
+}
+
+// recovered turns a panic in write into its error. write runs inside
+// database/sql's Conn.Raw, which, unwinding a panic, waits for a lock it
+// holds itself: the panic would hang the COPY, and the run with it, rather
+// than fail the file (the runner's recover never got to run).
+func recovered(table string, write func(*CopyLine) error) func(*CopyLine) error {
+	return func(l *CopyLine) (err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				err = fmt.Errorf("copy into %s: writing the rows panicked: %v\n%s", table, p, debug.Stack())
+			}
+		}()
+		return write(l)
+	}
 }
 
 // copyBinary is CopyRows on a pgx connection: the columns' types are read

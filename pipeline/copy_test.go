@@ -176,6 +176,20 @@ func testCopyRowsErrors(t *testing.T, binary bool) {
 			}
 			return errPlanRanOut
 		}, "the plan ran out"},
+		// A bug in write fails the COPY: it used to hang it, database/sql's
+		// Conn.Raw waiting on its own lock as the panic unwound.
+		{"write panics after many rows", func(l *pipeline.CopyLine) error {
+			for k := 1; k <= 50000; k++ {
+				l.Int(int64(k))
+				l.Int(int64(k))
+				if err := l.End(); err != nil {
+					return err
+				}
+			}
+			var plan []int
+			l.Int(int64(plan[3]))
+			return nil
+		}, "writing the rows panicked: runtime error: index out of range"},
 	} {
 		tx, err := conn.BeginTxx(ctx, nil)
 		if err != nil {
@@ -184,7 +198,16 @@ func testCopyRowsErrors(t *testing.T, binary bool) {
 		if _, err := tx.ExecContext(ctx, `CREATE TEMP TABLE two (a int, b int)`); err != nil {
 			t.Fatal(err)
 		}
-		_, err = pipeline.CopyRows(ctx, conn.Conn, "two", []string{"a", "b"}, c.write)
+		done := make(chan error, 1)
+		go func() {
+			_, err := pipeline.CopyRows(ctx, conn.Conn, "two", []string{"a", "b"}, c.write)
+			done <- err
+		}()
+		select {
+		case err = <-done:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%s: CopyRows has not returned after 20 s", c.name)
+		}
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want an error saying %q", c.name, err, c.want)
 		}
