@@ -148,6 +148,19 @@ func TestCopyRowsErrors(t *testing.T) { bothFormats(t, testCopyRowsErrors) }
 
 var errPlanRanOut = errors.New("the plan ran out")
 
+// manyRows writes 50,000 rows of two integers: enough for the binary
+// stream to have gone to the server in pieces before what follows.
+func manyRows(l *pipeline.CopyLine) error {
+	for k := 1; k <= 50000; k++ {
+		l.Int(int64(k))
+		l.Int(int64(k))
+		if err := l.End(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func testCopyRowsErrors(t *testing.T, binary bool) {
 	_, conn := ownConn(t, binary)
 	ctx := context.Background()
@@ -167,24 +180,16 @@ func testCopyRowsErrors(t *testing.T, binary bool) {
 			return l.End()
 		}, map[bool]string{false: "out of range", true: "column b (type oid 23) given the integer 1099511627776"}[binary]},
 		{"write's own error after many rows", func(l *pipeline.CopyLine) error {
-			for k := 1; k <= 50000; k++ {
-				l.Int(int64(k))
-				l.Int(int64(k))
-				if err := l.End(); err != nil {
-					return err
-				}
+			if err := manyRows(l); err != nil {
+				return err
 			}
 			return errPlanRanOut
 		}, "the plan ran out"},
 		// A bug in write fails the COPY: it used to hang it, database/sql's
 		// Conn.Raw waiting on its own lock as the panic unwound.
 		{"write panics after many rows", func(l *pipeline.CopyLine) error {
-			for k := 1; k <= 50000; k++ {
-				l.Int(int64(k))
-				l.Int(int64(k))
-				if err := l.End(); err != nil {
-					return err
-				}
+			if err := manyRows(l); err != nil {
+				return err
 			}
 			var plan []int
 			l.Int(int64(plan[3]))
