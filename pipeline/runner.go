@@ -230,7 +230,7 @@ func (rn *Runner) Run(ctx context.Context, req Request) (*Result, error) {
 			}
 			// In a run of one file, the next stage may start on the file
 			// beside this one (Speculator): nothing else is applied first.
-			if k+1 < len(ahead) && len(req.Files) == 1 && !req.DryRun && !f.Done() && f.Status == StatusProcessing {
+			if k+1 < len(ahead) && len(req.Files) == 1 && !req.DryRun && f.Status == StatusProcessing {
 				if s, ok := ahead[k+1].Stage.(Speculator); ok && ahead[k+1].Spec.Scope == PerFile {
 					f.startSpeculation(ctx, ahead[k+1].Spec.Name, s, run)
 				}

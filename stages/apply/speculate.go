@@ -121,15 +121,15 @@ func (s *speculation) work(ctx context.Context, accepted int) (err error) {
 		}
 	}()
 	if s.conn, err = pipeline.TxConn(ctx, s.run.DB); err != nil {
-		return err
+		return fmt.Errorf("connect: %w", err)
 	}
 	if s.tx, err = s.conn.BeginTxx(ctx, nil); err != nil {
-		return err
+		return fmt.Errorf("begin: %w", err)
 	}
 	t := s.run.Tenant.ID
 	var has bool
 	if err := s.tx.GetContext(ctx, &has, `SELECT EXISTS (SELECT 1 FROM users WHERE tenant_id = $1)`, t); err != nil {
-		return err
+		return fmt.Errorf("look for users: %w", err)
 	}
 	if has {
 		return errNotFirstLoad
@@ -148,12 +148,12 @@ func (s *speculation) work(ctx context.Context, accepted int) (err error) {
 			var k, n string
 			if err := rows.Scan(&k, &n); err != nil {
 				rows.Close()
-				return err
+				return fmt.Errorf("create departments: %w", err)
 			}
 			s.created[k] = n
 		}
 		if err := rows.Close(); err != nil {
-			return err
+			return fmt.Errorf("create departments: %w", err)
 		}
 	}
 	a := applier{tx: s.tx, conn: s.conn.Conn, run: s.run, f: s.f}
@@ -298,11 +298,7 @@ func (s *speculation) check(plan *pipeline.Plan) (*kept, string) {
 			}
 		}
 	}
-	s.mu.Lock()
-	for !s.ended {
-		s.cond.Wait()
-	}
-	s.mu.Unlock()
+	<-s.done // the COPY's end: ended and err are final
 	if s.err != nil {
 		return nil, s.why()
 	}

@@ -128,13 +128,17 @@ func (a *applier) users(ctx context.Context) error {
 	}
 	if creates > 0 {
 		started := time.Now()
-		if a.kept == nil || a.kept.n < creates {
+		sent := creates
+		if a.kept != nil {
+			sent -= a.kept.n // the speculation's rows that stay
+		}
+		if sent > 0 {
 			if err := a.copyCreates(ctx, w); err != nil {
 				return err
 			}
 		}
 		if a.run.Log != nil {
-			a.run.Log.Debug("apply step", "file", a.f.Name, "step", "copy creates", "rows", creates, "ms", time.Since(started).Milliseconds())
+			a.run.Log.Debug("apply step", "file", a.f.Name, "step", "copy creates", "rows", sent, "ms", time.Since(started).Milliseconds())
 		}
 	}
 	return nil

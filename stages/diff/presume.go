@@ -49,69 +49,49 @@ func NewPresumer(run *pipeline.Run, f *pipeline.File) *Presumer {
 	}
 }
 
-// index maps the accepted rows' e-mails and ids to their source rows.
-// Validate rejected every e-mail and id two rows share, so a key names one
-// row.
-func (p *Presumer) index() {
-	f := p.d.f
-	p.byEmail, p.byEID = make(map[string]int32, f.Rows), map[string]int32{}
-	for _, fi := range []int{fEmail, fEID} {
-		ci, ok := p.colIdx[fieldCol[fi]]
-		if !ok {
-			continue
-		}
-		idx := p.byEmail
-		if fi == fEID {
-			idx = p.byEID
-		}
-		for b, base := 0, 0; b < len(f.Batches); b++ {
-			rec := f.Batches[b]
-			src := rec.Column(0).(*array.Int32)
-			col, isText := rec.Column(ci).(*array.String)
-			n := int(rec.NumRows())
-			for i := 0; isText && i < n; i++ {
-				pos := base + i
-				if f.Rejected.Has(pos) || p.skip[fi].Has(pos) || col.IsNull(i) || col.Value(i) == "" {
-					continue
-				}
-				idx[col.Value(i)] = src.Value(i)
-			}
-			base += n
-		}
-	}
-}
-
 // Departments lists the departments the file's accepted rows name, by key
 // with the first spelling, in the order diff creates them for a tenant
 // that has none of them (diff leaves out the ones the tenant has).
 func (p *Presumer) Departments() (keys, names []string) {
-	f := p.d.f
-	ci, ok := p.colIdx[fieldCol[fDept]]
-	if !ok {
-		return nil, nil
-	}
 	seen := map[string]bool{}
+	p.cells(fDept, func(_ int32, name string) {
+		if key := p.keys.of(name); key != "" && !seen[key] {
+			seen[key] = true
+			keys, names = append(keys, key), append(names, name)
+		}
+	})
+	return keys, names
+}
+
+// index maps the accepted rows' e-mails and ids to their source rows.
+// Validate rejected every e-mail and id two rows share, so a key names one
+// row.
+func (p *Presumer) index() {
+	p.byEmail, p.byEID = make(map[string]int32, p.d.f.Rows), map[string]int32{}
+	p.cells(fEmail, func(src int32, v string) { p.byEmail[v] = src })
+	p.cells(fEID, func(src int32, v string) { p.byEID[v] = src })
+}
+
+// cells calls fn, in row order, with the source row and text of field fi
+// on every accepted row that gives it (not skipped, not empty).
+func (p *Presumer) cells(fi int, fn func(src int32, v string)) {
+	f := p.d.f
+	ci, ok := p.colIdx[fieldCol[fi]]
+	if !ok {
+		return
+	}
 	for b, base := 0, 0; b < len(f.Batches); b++ {
 		rec := f.Batches[b]
-		col, isText := rec.Column(ci).(interface {
-			Value(int) string
-			IsNull(int) bool
-		})
+		src := rec.Column(0).(*array.Int32)
+		col, isText := rec.Column(ci).(*array.String)
 		n := int(rec.NumRows())
 		for i := 0; isText && i < n; i++ {
-			pos := base + i
-			if f.Rejected.Has(pos) || p.skip[fDept].Has(pos) || col.IsNull(i) {
-				continue
-			}
-			name := col.Value(i)
-			if key := p.keys.of(name); key != "" && !seen[key] {
-				seen[key] = true
-				keys, names = append(keys, key), append(names, name)
+			if pos := base + i; !f.Rejected.Has(pos) && !p.skip[fi].Has(pos) && col.IsValid(i) && col.Value(i) != "" {
+				fn(src.Value(i), col.Value(i))
 			}
 		}
 		base += n
 	}
-	return keys, names
 }
 
 // Next returns the plan rows (schemas.PlanUsers, all creates) presumed for
@@ -134,6 +114,9 @@ func (p *Presumer) Next(mem memory.Allocator) (arrow.Record, bool) {
 	rows := p.rows[:n]
 	clear(rows)
 	d.cols[b] = readBatch(d.f, b, base, rows, p.colIdx, p.customCols, &p.skip)
+	// Once the batch is decided its cells are in the record (the batch's
+	// arrays stay the file's): the custom cells go.
+	defer func() { d.cols[b] = batchRows{} }()
 	type presumed struct {
 		r      *inRow
 		mgrSrc int32
@@ -146,12 +129,9 @@ func (p *Presumer) Next(mem memory.Allocator) (arrow.Record, bool) {
 		if r.rejected || d.decide(r, p.keys) != nil {
 			continue // diff rejects a new user without a required field
 		}
+		// No manager cell, or an empty one: a new user has none.
 		var mgrSrc int32
-		switch col, ref := managerRef(d, r); {
-		case ref == "":
-			// No manager, or the manager columns left as they are: a new
-			// user has none either way.
-		default:
+		if col, ref := managerRef(d, r); ref != "" {
 			idx := p.byEmail
 			if col == fieldCol[fMgrID] {
 				idx = p.byEID
@@ -168,7 +148,6 @@ func (p *Presumer) Next(mem memory.Allocator) (arrow.Record, bool) {
 		planText(&text, r.action.String(), &r.fin)
 	}
 	if len(out) == 0 {
-		d.cols[b] = batchRows{}
 		return nil, true
 	}
 	pb := newPlanBuilder(mem, len(out), text, [planWidth]bool{})
@@ -176,7 +155,5 @@ func (p *Presumer) Next(mem memory.Allocator) (arrow.Record, bool) {
 	for _, o := range out {
 		pb.emit(o.r.src, o.r.action.String(), 0, o.r.fin, o.mgrSrc, d.today, &o.dg)
 	}
-	rec := pb.record(len(out), nil)
-	d.cols[b] = batchRows{} // its cells are in rec now; the batch's arrays stay the file's
-	return rec, true
+	return pb.record(len(out), nil), true
 }
