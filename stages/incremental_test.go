@@ -34,7 +34,7 @@ import (
 func TestIncrementalDiffMatchesFull(t *testing.T) {
 	db, _ := pgtest.New(t)
 	var took incrementalLog
-	log := slog.New(&took)
+	log := took.log()
 	const seeds, steps = 6, 30
 	for seed := 1; seed <= seeds; seed++ {
 		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
@@ -153,25 +153,14 @@ func (h *incrementalLog) reset() {
 	h.seen, h.left, h.read = false, 0, 0
 }
 
-func (*incrementalLog) Enabled(context.Context, slog.Level) bool { return true }
-func (h *incrementalLog) WithAttrs([]slog.Attr) slog.Handler     { return h }
-func (h *incrementalLog) WithGroup(string) slog.Handler          { return h }
-func (h *incrementalLog) Handle(_ context.Context, r slog.Record) error {
-	if r.Message != "diff: incremental" {
-		return nil
+// log is the slog.Logger that feeds h.
+func (h *incrementalLog) log() *slog.Logger { return slog.New(logHook(h.record)) }
+
+func (h *incrementalLog) record(msg string, ints map[string]int64) {
+	if msg != "diff: incremental" {
+		return
 	}
-	var rows, left, read int64
-	r.Attrs(func(a slog.Attr) bool {
-		switch a.Key {
-		case "rows":
-			rows = a.Value.Int64()
-		case "left":
-			left = a.Value.Int64()
-		case "users_read":
-			read = a.Value.Int64()
-		}
-		return true
-	})
+	rows, left, read := ints["rows"], ints["left"], ints["users_read"]
 	switch {
 	case left == 0:
 		h.allFast.Add(1)
@@ -181,7 +170,6 @@ func (h *incrementalLog) Handle(_ context.Context, r slog.Record) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.seen, h.left, h.read = true, left, read
-	return nil
 }
 
 func digestCount(t *testing.T, db *sqlx.DB, tenant string) int {
@@ -350,7 +338,7 @@ func TestRowDigestsForgottenAndRestored(t *testing.T) {
 	ctx := context.Background()
 	tn := putTenant(t, db, "digests", nil)
 	var took incrementalLog
-	rn := &pipeline.Runner{DB: db, Registry: stages.Registry(), StagingDir: t.TempDir(), Log: slog.New(&took)}
+	rn := &pipeline.Runner{DB: db, Registry: stages.Registry(), StagingDir: t.TempDir(), Log: took.log()}
 	g := newPopulation(99, 40)
 	dir := t.TempDir()
 	today := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
@@ -452,7 +440,7 @@ func TestIncrementalDiffStaysLocalInADeepTree(t *testing.T) {
 	db, _ := pgtest.New(t)
 	putTenant(t, db, "deep", nil)
 	var seen incrementalLog
-	rn := &pipeline.Runner{DB: db, Registry: stages.Registry(), StagingDir: t.TempDir(), Log: slog.New(&seen)}
+	rn := &pipeline.Runner{DB: db, Registry: stages.Registry(), StagingDir: t.TempDir(), Log: seen.log()}
 	// A 3-ary tree: user i reports to user (i-1)/3; 1+3+…+3^7 users.
 	const n = 3280
 	rows := make([][]string, n)

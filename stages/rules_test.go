@@ -93,36 +93,31 @@ var (
 	speculations    = &specLog{}
 )
 
-// specLog is a slog.Handler that counts apply's speculations: kept (and
-// of those, with rows sent after the plan, and with sent rows deleted) and
-// undone.
+// specLog counts apply's speculations: kept (and of those, with rows
+// sent after the plan, and with sent rows deleted) and undone.
 type specLog struct {
 	mu                            sync.Mutex
 	kept, resent, dropped, undone int
 }
 
-func (*specLog) Enabled(context.Context, slog.Level) bool { return true }
-func (h *specLog) WithAttrs([]slog.Attr) slog.Handler     { return h }
-func (h *specLog) WithGroup(string) slog.Handler          { return h }
-func (h *specLog) Handle(_ context.Context, r slog.Record) error {
+// log is the slog.Logger that feeds h.
+func (h *specLog) log() *slog.Logger { return slog.New(logHook(h.record)) }
+
+func (h *specLog) record(msg string, ints map[string]int64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	switch r.Message {
+	switch msg {
 	case "apply: speculation kept":
 		h.kept++
-		r.Attrs(func(a slog.Attr) bool {
-			switch {
-			case a.Key == "resent" && a.Value.Int64() > 0:
-				h.resent++
-			case a.Key == "dropped" && a.Value.Int64() > 0:
-				h.dropped++
-			}
-			return true
-		})
+		if ints["resent"] > 0 {
+			h.resent++
+		}
+		if ints["dropped"] > 0 {
+			h.dropped++
+		}
 	case "apply: speculation undone":
 		h.undone++
 	}
-	return nil
 }
 
 // pgpPassphrase unlocks fixtures/pgp's test-only key (see its README).
@@ -410,7 +405,7 @@ func runCase(t *testing.T, db *sqlx.DB, c *ruleCase, tenantID string, rewrite fu
 	if ty.Date != "" {
 		caseDate = ty.Date
 	}
-	rn := &pipeline.Runner{DB: db, Registry: stages.Registry(), StagingDir: t.TempDir(), Log: slog.New(speculations)}
+	rn := &pipeline.Runner{DB: db, Registry: stages.Registry(), StagingDir: t.TempDir(), Log: speculations.log()}
 	input := func(paths []string) []*pipeline.File {
 		var fs []*pipeline.File
 		// Upload order is the order given: the runner orders a kind by

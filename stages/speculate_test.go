@@ -3,7 +3,6 @@ package stages_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -30,7 +29,7 @@ import (
 func TestSpeculationMatchesThePlan(t *testing.T) {
 	db, _ := pgtest.New(t)
 	var log specLog
-	rn := &pipeline.Runner{DB: db, Registry: stages.Registry(), StagingDir: t.TempDir(), Log: slog.New(&log)}
+	rn := &pipeline.Runner{DB: db, Registry: stages.Registry(), StagingDir: t.TempDir(), Log: log.log()}
 	today := time.Date(2026, 3, 10, 0, 0, 0, 0, time.UTC)
 	const seeds = 8
 	for seed := 1; seed <= seeds; seed++ {
@@ -89,7 +88,7 @@ func speculationUndone(t *testing.T, db *sqlx.DB, rn *pipeline.Runner) {
 	}
 	var log specLog
 	r := *rn
-	r.Log = slog.New(&log)
+	r.Log = log.log()
 	var got []stepOutcome
 	for _, opts := range []pipeline.Options{speculateAlways, speculateNever} {
 		tenant := fmt.Sprint("undone-", len(got))
