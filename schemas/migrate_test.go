@@ -2,6 +2,8 @@ package schemas_test
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/roster-hr/roster/pipeline/pgtest"
@@ -112,5 +114,84 @@ func TestCreationMovesToTheUser(t *testing.T) {
 	}
 	if title != "Boss" {
 		t.Errorf("user 1 created with title %q, want Boss", title)
+	}
+}
+
+// TestUsersPartitionedByTenant upgrades a directory as 0009 left it and
+// checks 0010 turns users into a table partitioned by tenant without
+// touching a row or building an index again: the old table is the default
+// partition, its own indexes serve the partitioned ones, and the id
+// sequence, the unique keys and the row-digest trigger work as before.
+func TestUsersPartitionedByTenant(t *testing.T) {
+	db, _ := pgtest.Empty(t)
+	ctx := context.Background()
+	if _, err := schemas.MigrateTo(ctx, db, "0009_users_email_first"); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`INSERT INTO tenants (id) VALUES ('acme'), ('globex')`,
+		`INSERT INTO users (tenant_id, employee_id, email, row_digest)
+			SELECT CASE WHEN g % 2 = 0 THEN 'acme' ELSE 'globex' END, 'E' || g, 'u' || g || '@x.com', '\x01'::bytea
+			FROM generate_series(1, 100) g`,
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	var before []int64
+	if err := db.SelectContext(ctx, &before, `SELECT indexrelid::bigint FROM pg_index WHERE indrelid = 'users'::regclass ORDER BY 1`); err != nil {
+		t.Fatal(err)
+	}
+	applied, err := schemas.Migrate(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(applied) == 0 || applied[0] != "0010_users_by_tenant" {
+		t.Fatalf("applied %v, want 0010_users_by_tenant first", applied)
+	}
+	var kind, bound string
+	var n int
+	if err := db.QueryRowxContext(ctx, `SELECT (SELECT relkind::text FROM pg_class WHERE oid = 'users'::regclass),
+		(SELECT pg_get_expr(relpartbound, oid) FROM pg_class WHERE oid = 'users_default'::regclass),
+		(SELECT count(*) FROM users)`).Scan(&kind, &bound, &n); err != nil {
+		t.Fatal(err)
+	}
+	if kind != "p" || bound != "DEFAULT" || n != 100 {
+		t.Fatalf("users is of kind %q, users_default's bound %q, %d users; want p, DEFAULT, 100", kind, bound, n)
+	}
+	// The indexes users had are now users_default's, each attached to a
+	// partitioned index of users, all but the primary key (a partitioned
+	// table cannot have one on id).
+	var after []int64
+	if err := db.SelectContext(ctx, &after, `SELECT indexrelid::bigint FROM pg_index WHERE indrelid = 'users_default'::regclass ORDER BY 1`); err != nil {
+		t.Fatal(err)
+	}
+	var attached int
+	if err := db.GetContext(ctx, &attached, `SELECT count(*) FROM pg_inherits i JOIN pg_index pi ON pi.indexrelid = i.inhparent
+		JOIN pg_index ci ON ci.indexrelid = i.inhrelid WHERE pi.indrelid = 'users'::regclass AND ci.indrelid = 'users_default'::regclass`); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(before, after) || attached != len(before)-1 {
+		t.Errorf("users_default's indexes %v (%d attached), want users' old ones %v, all but the primary key attached", after, attached, before)
+	}
+	for _, c := range []struct {
+		q       string
+		wantErr string
+	}{
+		{`INSERT INTO users (tenant_id, email) VALUES ('acme', 'new@x.com')`, ""},
+		{`INSERT INTO users (tenant_id, email) VALUES ('acme', 'u2@x.com')`, "users_default_active_email"},
+		{`INSERT INTO users (tenant_id, employee_id, email) VALUES ('acme', 'E2', 'other@x.com')`, "users_default_employee_id_key"},
+	} {
+		_, err := db.ExecContext(ctx, c.q)
+		if (c.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), c.wantErr)) {
+			t.Errorf("%s: %v, want %q", c.q, err, c.wantErr)
+		}
+	}
+	var digest []byte
+	if err := db.GetContext(ctx, &digest, `UPDATE users SET title = 'Boss' WHERE tenant_id = 'acme' AND employee_id = 'E2' RETURNING row_digest`); err != nil {
+		t.Fatal(err)
+	}
+	if digest != nil {
+		t.Errorf("a changed user kept its row digest %x: the trigger is gone", digest)
 	}
 }

@@ -82,22 +82,25 @@ var (
 	fullDiff          = pipeline.Options{diff.OptIncremental: false}
 )
 
-// apply's two ways to a first load (stages/apply/speculate.go): the
-// incremental runs speculate on every file, however small, and the full
-// ones never, so that every case also proves the speculation ends in the
-// same directory as the plan applied alone. speculations counts what the
-// speculations did, for the test to prove they ran (and were mended).
+// apply's ways to a first load: the incremental runs speculate
+// (stages/apply/speculate.go) and load into a partition of the tenant's
+// own (bulk.go) on every file, however small, and the full ones do
+// neither, so that every case also proves those ways end in the same
+// directory as the plan applied alone. TestSpeculationMatchesThePlan takes
+// each way alone. speculations counts what they did, for the test to prove
+// they ran (and were mended).
 var (
-	speculateAlways = pipeline.Options{apply.OptSpeculateMinRows: 0}
-	speculateNever  = pipeline.Options{apply.OptSpeculate: false}
+	speculateAlways = pipeline.Options{apply.OptSpeculate: true, apply.OptSpeculateMinRows: 0, apply.OptBulkMinRows: 1}
+	speculateNever  = pipeline.Options{apply.OptSpeculate: false, apply.OptBulkMinRows: 0}
 	speculations    = &specLog{}
 )
 
 // specLog counts apply's speculations: kept (and of those, with rows
-// sent after the plan, and with sent rows deleted) and undone.
+// sent after the plan, and with sent rows deleted) and undone; and its
+// bulk loads.
 type specLog struct {
-	mu                            sync.Mutex
-	kept, resent, dropped, undone int
+	mu                                   sync.Mutex
+	kept, resent, dropped, undone, bulks int
 }
 
 // log is the slog.Logger that feeds h.
@@ -117,6 +120,8 @@ func (h *specLog) record(msg string, ints map[string]int64) {
 		}
 	case "apply: speculation undone":
 		h.undone++
+	case "apply: bulk load attached":
+		h.bulks++
 	}
 }
 
@@ -269,7 +274,7 @@ func TestRules(t *testing.T) {
 				t.Parallel()
 				snap := runCase(t, db, c, c.name, nil, incrementalAlways, speculateAlways)
 				if got := runCase(t, db, c, c.name+"-full", nil, fullDiff, speculateNever); got != snap && !t.Failed() {
-					t.Errorf("diffed in full and applied without speculating, the snapshot differs:\n--- incremental, speculating\n%s--- full\n%s", snap, got)
+					t.Errorf("diffed in full and applied without speculating or bulk loading, the snapshot differs:\n--- incremental, speculating, bulk\n%s--- full\n%s", snap, got)
 				}
 				if c.expect.Shuffle && !t.Failed() {
 					for i, perm := range []string{"reversed", "shuffled"} {
@@ -283,11 +288,12 @@ func TestRules(t *testing.T) {
 		}
 	})
 	// The speculation ran on the cases' first loads and was undone on the
-	// others (TestSpeculationMatchesThePlan mends it on larger files).
+	// others (TestSpeculationMatchesThePlan mends it on larger files); the
+	// first loads went into partitions of their own.
 	t.Run("speculations", func(t *testing.T) {
 		h := speculations
-		if h.kept < 20 || h.undone < 20 {
-			t.Errorf("speculations: %d kept, %d undone; the cases should exercise both", h.kept, h.undone)
+		if h.kept < 20 || h.undone < 20 || h.bulks < 20 {
+			t.Errorf("speculations: %d kept, %d undone, %d bulk loads; the cases should exercise all three", h.kept, h.undone, h.bulks)
 		}
 	})
 	// Every issue code of schemas/codes.go must be proven by some case.

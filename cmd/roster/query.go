@@ -70,7 +70,7 @@ func cmdUsers(ctx context.Context, a *app, args []string) error {
 		COALESCE(m.email, '') AS manager_email, COALESCE(d.name, '') AS department_name, u.title, u.location,
 		COALESCE(to_char(u.start_date, 'YYYY-MM-DD'), '') AS start_date,
 		COALESCE(to_char(u.deactivation_date, 'YYYY-MM-DD'), '') AS deactivation_date, u.active
-		FROM users u LEFT JOIN users m ON m.id = u.manager_id LEFT JOIN departments d ON d.id = u.department_id
+		FROM users u LEFT JOIN users m ON m.tenant_id = u.tenant_id AND m.id = u.manager_id LEFT JOIN departments d ON d.id = u.department_id
 		WHERE u.tenant_id = $1 ORDER BY u.email, u.id`,
 		[]string{"employee_id", "email", "first_name", "last_name", "manager_email", "department_name", "title", "location", "start_date", "deactivation_date", "active"},
 		func(r userRow) []string {

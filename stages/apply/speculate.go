@@ -46,7 +46,8 @@ type speculation struct {
 
 	conn    *sqlx.Conn
 	tx      *sqlx.Tx
-	adopted bool // apply carries on with conn and tx
+	adopted bool   // apply carries on with conn and tx
+	into    string // the table the rows go into: users, or a bulk load's (bulk.go)
 
 	// Set before the COPY starts.
 	custom  bool
@@ -102,7 +103,7 @@ func (st stage) Speculate(ctx context.Context, run *pipeline.Run, f *pipeline.Fi
 	s.cond = sync.NewCond(&s.mu)
 	go func() {
 		defer close(s.done)
-		err := s.work(ctx, accepted)
+		err := s.work(ctx, accepted, st.bulks(accepted))
 		s.mu.Lock()
 		s.ended, s.err = true, err
 		s.copyMS = time.Since(s.started).Milliseconds()
@@ -114,7 +115,7 @@ func (st stage) Speculate(ctx context.Context, run *pipeline.Run, f *pipeline.Fi
 
 // work opens the transaction, creates the departments the rows name and
 // COPYs the rows the Presumer presumes, recording each one's id and hash.
-func (s *speculation) work(ctx context.Context, accepted int) (err error) {
+func (s *speculation) work(ctx context.Context, accepted int, bulk bool) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("speculation panicked: %v", r)
@@ -127,8 +128,17 @@ func (s *speculation) work(ctx context.Context, accepted int) (err error) {
 		return fmt.Errorf("begin: %w", err)
 	}
 	t := s.run.Tenant.ID
+	s.into = "users"
 	var has bool
-	if err := s.tx.GetContext(ctx, &has, `SELECT EXISTS (SELECT 1 FROM users WHERE tenant_id = $1)`, t); err != nil {
+	if bulk {
+		var table string
+		if table, has, err = startBulk(ctx, s.tx, t); err != nil {
+			return err
+		}
+		if table != "" {
+			s.into = table
+		}
+	} else if err := s.tx.GetContext(ctx, &has, `SELECT EXISTS (SELECT 1 FROM users WHERE tenant_id = $1)`, t); err != nil {
 		return fmt.Errorf("look for users: %w", err)
 	}
 	if has {
@@ -184,7 +194,7 @@ func (s *speculation) work(ctx context.Context, accepted int) (err error) {
 	}
 	w := rowWriter{newID: s.newID, deptID: s.deptID}
 	k := 0
-	_, err = pipeline.CopyRows(ctx, s.conn.Conn, "users", createCols(s.custom), func(l *pipeline.CopyLine) error {
+	_, err = pipeline.CopyRows(ctx, s.conn.Conn, s.into, createCols(s.custom), func(l *pipeline.CopyLine) error {
 		s.mu.Lock()
 		s.twin = l.Twin()
 		s.mu.Unlock()

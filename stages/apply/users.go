@@ -55,7 +55,7 @@ func (a *applier) users(ctx context.Context) error {
 	if a.kept != nil && len(a.kept.drop) > 0 {
 		// Rows a speculation sent that the plan has otherwise or not at
 		// all: gone before the plan's own go in (with the same ids).
-		if err := a.exec(ctx, "drop speculated rows", `DELETE FROM users WHERE tenant_id = $1 AND id = ANY($2::bigint[])`,
+		if err := a.exec(ctx, "drop speculated rows", `DELETE FROM `+pq.QuoteIdentifier(a.into)+` WHERE tenant_id = $1 AND id = ANY($2::bigint[])`,
 			a.run.Tenant.ID, pq.Int64Array(a.kept.drop)); err != nil {
 			return err
 		}
@@ -67,15 +67,13 @@ func (a *applier) users(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	creates, updates, maxRow := 0, 0, int32(0)
+	creates, updates := planCounts(a.f.Plan)
+	maxRow := int32(0)
 	for _, r := range a.f.Plan.Users {
 		c := colsOf(r)
 		for i := 0; i < int(r.NumRows()); i++ {
 			if c.action.Value(i) == schemas.ActCreate {
-				creates++
 				maxRow = max(maxRow, c.row.Value(i))
-			} else {
-				updates++
 			}
 		}
 	}
@@ -142,6 +140,21 @@ func (a *applier) users(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// planCounts counts the plan's new users and its changes to existing ones.
+func planCounts(p *pipeline.Plan) (creates, updates int) {
+	for _, r := range p.Users {
+		act := colsOf(r).action
+		for i := 0; i < act.Len(); i++ {
+			if act.Value(i) == schemas.ActCreate {
+				creates++
+			} else {
+				updates++
+			}
+		}
+	}
+	return creates, updates
 }
 
 // reserveUserIDs reserves n new users' ids from users_id_seq (not undone
@@ -268,7 +281,7 @@ func (a *applier) updates(ctx context.Context, w rowWriter) error {
 	steps := []struct{ what, q string }{
 		{"history", `INSERT INTO user_history (tenant_id, run_id, file_id, user_id, action, effective_date, changes)
 			SELECT $1, $2, $3, p.user_id, p.action, p.effective_date, ` + historyChanges() + `
-			FROM plan_users p JOIN users u ON u.id = p.user_id
+			FROM plan_users p JOIN users u ON u.tenant_id = $1 AND u.id = p.user_id
 			LEFT JOIN departments od ON od.id = u.department_id LEFT JOIN departments nd ON nd.id = p.department_id`},
 		// Two users may swap e-mails in one file; the unique index on
 		// active e-mails is checked row by row, so e-mails that change are
@@ -368,7 +381,7 @@ func (a *applier) copyCreates(ctx context.Context, w rowWriter) error {
 	if a.kept != nil {
 		custom = a.kept.custom
 	}
-	_, err := pipeline.CopyRows(ctx, a.conn, "users", createCols(custom), func(l *pipeline.CopyLine) error {
+	_, err := pipeline.CopyRows(ctx, a.conn, a.into, createCols(custom), func(l *pipeline.CopyLine) error {
 		for _, r := range a.f.Plan.Users {
 			c := colsOf(r)
 			for i := 0; i < int(r.NumRows()); i++ {
