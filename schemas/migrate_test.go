@@ -142,7 +142,7 @@ func TestUsersPartitionedByTenant(t *testing.T) {
 	if err := db.SelectContext(ctx, &before, `SELECT indexrelid::bigint FROM pg_index WHERE indrelid = 'users'::regclass ORDER BY 1`); err != nil {
 		t.Fatal(err)
 	}
-	applied, err := schemas.Migrate(ctx, db)
+	applied, err := schemas.MigrateTo(ctx, db, "0010_users_by_tenant")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,5 +193,43 @@ func TestUsersPartitionedByTenant(t *testing.T) {
 	}
 	if digest != nil {
 		t.Errorf("a changed user kept its row digest %x: the trigger is gone", digest)
+	}
+}
+
+// TestEmployeeIDKeyFirst: after 0011 the employee id key leads with the
+// employee id on users and every partition, still refuses a tenant's
+// duplicate (at the commit), and a tenant's scan of users_default goes
+// through users_default_tenant, not the whole partition.
+func TestEmployeeIDKeyFirst(t *testing.T) {
+	db, _ := pgtest.New(t)
+	ctx := context.Background()
+	for _, q := range []string{
+		`INSERT INTO tenants (id) VALUES ('acme'), ('globex')`,
+		`INSERT INTO users (tenant_id, employee_id, email)
+			SELECT CASE WHEN g % 50 = 0 THEN 'acme' ELSE 'globex' END, 'E' || g, 'u' || g || '@x.com' FROM generate_series(1, 20000) g`,
+		`ANALYZE users`,
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	var defs []string
+	if err := db.SelectContext(ctx, &defs, `SELECT pg_get_constraintdef(oid) FROM pg_constraint
+		WHERE conrelid IN ('users'::regclass, 'users_default'::regclass) AND contype = 'u'`); err != nil {
+		t.Fatal(err)
+	}
+	if len(defs) != 2 || defs[0] != defs[1] || defs[0] != "UNIQUE (employee_id, tenant_id) DEFERRABLE INITIALLY DEFERRED" {
+		t.Errorf("the employee id keys of users and users_default: %q", defs)
+	}
+	if _, err := db.ExecContext(ctx, `INSERT INTO users (tenant_id, employee_id, email) VALUES ('acme', 'E50', 'other@x.com')`); err == nil ||
+		!strings.Contains(err.Error(), "duplicate key") {
+		t.Errorf("a second E50 in acme: %v, want a duplicate key error", err)
+	}
+	var plan []string
+	if err := db.SelectContext(ctx, &plan, `EXPLAIN SELECT id FROM users WHERE tenant_id = 'acme'`); err != nil {
+		t.Fatal(err)
+	}
+	if p := strings.Join(plan, "\n"); !strings.Contains(p, "users_default_tenant") {
+		t.Errorf("a tenant's scan of users_default does not use users_default_tenant:\n%s", p)
 	}
 }
