@@ -3,6 +3,7 @@ package stages_test
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -22,13 +23,19 @@ import (
 // does; later files apply to it as to any tenant; a failed bulk load leaves
 // no table behind; and two bulk loads at once both apply (each takes the
 // partitioned table's lock before it reads users, so neither deadlocks the
-// other at the attach). TestSpeculationMatchesThePlan and TestRules prove
+// other at the attach); and a database role that may not create tables or
+// attach them loads into users_default instead of failing the file. TestSpeculationMatchesThePlan and TestRules prove
 // that a bulk load ends in the same directory as a plain one.
 func TestBulkLoad(t *testing.T) {
-	db, _ := pgtest.New(t)
+	db, dbURL := pgtest.New(t)
 	rn := &pipeline.Runner{DB: db, Registry: stages.Registry(), StagingDir: t.TempDir()}
 	day := time.Date(2026, 3, 10, 0, 0, 0, 0, time.UTC)
+	var loadWith func(*pipeline.Runner, string, *population, func(context.Context, *sqlx.Tx) error) *pipeline.File
 	load := func(tenant string, g *population, hook func(context.Context, *sqlx.Tx) error) *pipeline.File {
+		t.Helper()
+		return loadWith(rn, tenant, g, hook)
+	}
+	loadWith = func(rn *pipeline.Runner, tenant string, g *population, hook func(context.Context, *sqlx.Tx) error) *pipeline.File {
 		t.Helper()
 		path := filepath.Join(t.TempDir(), "users.csv")
 		g.write(t, path)
@@ -173,5 +180,37 @@ func TestBulkLoad(t *testing.T) {
 		if f.Status != pipeline.StatusApplied {
 			t.Errorf("twin %d of two bulk loads at once: %s (%v)", i, f.Status, f.Err)
 		}
+	}
+
+	// A role with rights on the rows only: no bulk load, and no failure.
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	role := "app_" + strings.TrimPrefix(u.Path, "/")
+	for _, q := range []string{
+		`CREATE ROLE ` + role + ` LOGIN`,
+		`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ` + role,
+		`GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO ` + role,
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	t.Cleanup(func() { db.Exec(`DROP OWNED BY ` + role + `; DROP ROLE ` + role) }) //nolint:errcheck // best effort
+	u.User = url.User(role)
+	appDB, err := pipeline.OpenDB(u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer appDB.Close()
+	putTenant(t, db, "rowsonly", nil)
+	app := *rn
+	app.DB = appDB
+	if f := loadWith(&app, "rowsonly", newPopulation(4, 200), nil); f.Status != pipeline.StatusApplied {
+		t.Fatalf("rowsonly, loaded by a role with rights on the rows only: %s (%v)", f.Status, f.Err)
+	}
+	if p, n := own("rowsonly"), count(`SELECT count(*) FROM users_default WHERE tenant_id = 'rowsonly'`); p != "" || n != 200 {
+		t.Errorf("rowsonly: own partition %q, %d users in users_default; want none and 200", p, n)
 	}
 }

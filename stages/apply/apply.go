@@ -39,8 +39,9 @@ func Spec() pipeline.Spec {
 				"(stages/apply/bulk.go): the rows are COPYed into a bare table and its indexes built afterwards, ~30% less of the " +
 				"server's time than inserting into users' indexes, and the tenant's indexes stay its own. The attach locks the other " +
 				"tenants' partition (users_default) from then until the commit, after waiting for the transactions using it, and scans " +
-				"it once; bulk loads run one at a time. Each such tenant is a table and five indexes more, so keep it well above a " +
-				"typical tenant's size; 0 never does it"},
+				"it once; bulk loads run one at a time. The database role must be a member of users' owner and may create tables in " +
+				"its current schema, else files load into users as usual. Each such tenant is a table and five indexes more, so keep it " +
+				"well above a typical tenant's size; 0 never does it"},
 		},
 		New: func(o pipeline.Options) (any, error) {
 			return stage{speculate: o.Bool(OptSpeculate), speculateMinRows: o.Int(OptSpeculateMinRows), bulkMinRows: o.Int(OptBulkMinRows)}, nil
@@ -121,7 +122,7 @@ func (st stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File
 		}
 		// First, before anything in the transaction reads users (bulk.go).
 		if creates, updates := planCounts(f.Plan); f.Kind == schemas.KindUsers && updates == 0 && st.bulks(creates) {
-			table, _, err := startBulk(ctx, tx, run.Tenant.ID)
+			table, why, err := startBulk(ctx, tx, run.Tenant.ID)
 			if err != nil {
 				tx.Rollback() //nolint:errcheck // the error is the one to report
 				conn.Close()
@@ -129,6 +130,8 @@ func (st stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File
 			}
 			if table != "" {
 				into = table
+			} else if run.Log != nil {
+				run.Log.Debug("apply: no bulk load", "file", f.Name, "why", why)
 			}
 		}
 	}

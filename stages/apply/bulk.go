@@ -44,31 +44,50 @@ func partitionName(tenant string) string {
 	return name
 }
 
+// Why startBulk left a first load to users.
+const (
+	noBulkHasUsers  = "the tenant has users"
+	noBulkPartition = "the tenant has a partition of its own"
+	noBulkRole      = "the database role may not create tables or attach them to users (it must be a member of users' owner and may create in the current schema)"
+)
+
 // startBulk prepares a bulk load of tenant's users on tx, whose statements
 // so far must not have read users (see Locks above). It returns the table
-// to COPY the new users into, or "" when the tenant already has users or a
-// partition of its own, and the users go into users as usual. hasUsers says
-// which: a speculation stops on a tenant with users.
-func startBulk(ctx context.Context, tx *sqlx.Tx, tenant string) (table string, hasUsers bool, err error) {
+// to COPY the new users into, or "" and why the users go into users as
+// usual instead.
+func startBulk(ctx context.Context, tx *sqlx.Tx, tenant string) (table, why string, err error) {
+	// The catalog only, before the lock: a role that owns nothing here
+	// would fail at CREATE or at the attach, and take the file down.
+	var may bool
+	if err := tx.GetContext(ctx, &may, `SELECT pg_has_role(c.relowner, 'USAGE') AND has_schema_privilege(current_schema(), 'CREATE')
+		FROM pg_class c WHERE c.oid = 'users'::regclass`); err != nil {
+		return "", "", fmt.Errorf("apply: bulk load: check the role: %w", err)
+	}
+	if !may {
+		return "", noBulkRole, nil
+	}
 	if _, err := tx.ExecContext(ctx, `LOCK TABLE ONLY users IN SHARE UPDATE EXCLUSIVE MODE`); err != nil {
-		return "", false, fmt.Errorf("apply: bulk load: lock users: %w", err)
+		return "", "", fmt.Errorf("apply: bulk load: lock users: %w", err)
 	}
 	table = partitionName(tenant)
-	var own bool
+	var has, own bool
 	if err := tx.QueryRowxContext(ctx, `SELECT EXISTS (SELECT 1 FROM users WHERE tenant_id = $1), to_regclass($2) IS NOT NULL`,
-		tenant, pq.QuoteIdentifier(table)).Scan(&hasUsers, &own); err != nil {
-		return "", false, fmt.Errorf("apply: bulk load: look for users: %w", err)
+		tenant, pq.QuoteIdentifier(table)).Scan(&has, &own); err != nil {
+		return "", "", fmt.Errorf("apply: bulk load: look for users: %w", err)
 	}
-	if hasUsers || own {
-		return "", hasUsers, nil
+	switch {
+	case has:
+		return "", noBulkHasUsers, nil
+	case own:
+		return "", noBulkPartition, nil
 	}
 	// The CHECK is checked row by row as the COPY writes (a comparison),
 	// and spares the attach a scan of the table to prove the same.
 	if _, err := tx.ExecContext(ctx, `CREATE TABLE `+pq.QuoteIdentifier(table)+` (LIKE users INCLUDING DEFAULTS, CHECK (tenant_id = `+
 		pipeline.QuoteLiteral(tenant)+`))`); err != nil {
-		return "", false, fmt.Errorf("apply: bulk load: create %s: %w", table, err)
+		return "", "", fmt.Errorf("apply: bulk load: create %s: %w", table, err)
 	}
-	return table, false, nil
+	return table, "", nil
 }
 
 // indexOnParent matches pg_get_indexdef of a partitioned index of users:

@@ -129,16 +129,18 @@ func (s *speculation) work(ctx context.Context, accepted int, bulk bool) (err er
 	}
 	t := s.run.Tenant.ID
 	s.into = "users"
-	var has bool
 	if bulk {
-		var table string
-		if table, has, err = startBulk(ctx, s.tx, t); err != nil {
+		// First: the bulk load's lock comes before any read of users.
+		table, _, err := startBulk(ctx, s.tx, t)
+		if err != nil {
 			return err
 		}
 		if table != "" {
 			s.into = table
 		}
-	} else if err := s.tx.GetContext(ctx, &has, `SELECT EXISTS (SELECT 1 FROM users WHERE tenant_id = $1)`, t); err != nil {
+	}
+	var has bool
+	if err := s.tx.GetContext(ctx, &has, `SELECT EXISTS (SELECT 1 FROM users WHERE tenant_id = $1)`, t); err != nil {
 		return fmt.Errorf("look for users: %w", err)
 	}
 	if has {
