@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jmoiron/sqlx"
 	"github.com/roster-hr/roster/pipeline/pgtest"
 	"github.com/roster-hr/roster/schemas"
 )
@@ -138,6 +139,19 @@ func TestUsersPartitionedByTenant(t *testing.T) {
 			t.Fatalf("%s: %v", q, err)
 		}
 	}
+	// A role that reads and writes users and reads the history view, as
+	// an application role or a reporting one would.
+	role := "app_" + strings.TrimPrefix(dbName(t, db), "roster_test_")
+	for _, q := range []string{
+		`CREATE ROLE ` + role,
+		`GRANT SELECT, INSERT, UPDATE ON users TO ` + role,
+		`GRANT SELECT ON user_field_history TO ` + role + ` WITH GRANT OPTION`,
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	t.Cleanup(func() { db.Exec(`DROP OWNED BY ` + role + `; DROP ROLE ` + role) }) //nolint:errcheck // best effort
 	var before []int64
 	if err := db.SelectContext(ctx, &before, `SELECT indexrelid::bigint FROM pg_index WHERE indrelid = 'users'::regclass ORDER BY 1`); err != nil {
 		t.Fatal(err)
@@ -187,6 +201,17 @@ func TestUsersPartitionedByTenant(t *testing.T) {
 			t.Errorf("%s: %v, want %q", c.q, err, c.wantErr)
 		}
 	}
+	// The grants follow users and the view to their new objects, and no
+	// more than them.
+	var grants []string
+	if err := db.SelectContext(ctx, &grants, `SELECT c.relname || ' ' || a.privilege_type || CASE WHEN a.is_grantable THEN ' +grant' ELSE '' END
+		FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid IN ('users'::regclass, 'user_field_history'::regclass)
+		AND a.grantee = $1::regrole ORDER BY 1`, role); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"user_field_history SELECT +grant", "users INSERT", "users SELECT", "users UPDATE"}; !slices.Equal(grants, want) {
+		t.Errorf("%s's grants after 0010: %q, want %q", role, grants, want)
+	}
 	var digest []byte
 	if err := db.GetContext(ctx, &digest, `UPDATE users SET title = 'Boss' WHERE tenant_id = 'acme' AND employee_id = 'E2' RETURNING row_digest`); err != nil {
 		t.Fatal(err)
@@ -232,4 +257,14 @@ func TestEmployeeIDKeyFirst(t *testing.T) {
 	if p := strings.Join(plan, "\n"); !strings.Contains(p, "users_default_tenant") {
 		t.Errorf("a tenant's scan of users_default does not use users_default_tenant:\n%s", p)
 	}
+}
+
+// dbName is the name of db's database.
+func dbName(t *testing.T, db *sqlx.DB) string {
+	t.Helper()
+	var name string
+	if err := db.Get(&name, `SELECT current_database()`); err != nil {
+		t.Fatal(err)
+	}
+	return name
 }

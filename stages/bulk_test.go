@@ -23,25 +23,30 @@ import (
 // does; later files apply to it as to any tenant; a failed bulk load leaves
 // no table behind; and two bulk loads at once both apply (each takes the
 // partitioned table's lock before it reads users, so neither deadlocks the
-// other at the attach); and a database role that may not create tables or
-// attach them loads into users_default instead of failing the file. TestSpeculationMatchesThePlan and TestRules prove
+// other at the attach); a load whose attach is held off by a long reader of
+// users_default puts its rows there instead; and a database role that may
+// not create tables or attach them loads into users_default too, instead
+// of failing the file. TestSpeculationMatchesThePlan and TestRules prove
 // that a bulk load ends in the same directory as a plain one.
 func TestBulkLoad(t *testing.T) {
 	db, dbURL := pgtest.New(t)
 	rn := &pipeline.Runner{DB: db, Registry: stages.Registry(), StagingDir: t.TempDir()}
 	day := time.Date(2026, 3, 10, 0, 0, 0, 0, time.UTC)
-	var loadWith func(*pipeline.Runner, string, *population, func(context.Context, *sqlx.Tx) error) *pipeline.File
+	var loadWith func(*pipeline.Runner, string, *population, func(context.Context, *sqlx.Tx) error, pipeline.Options) *pipeline.File
 	load := func(tenant string, g *population, hook func(context.Context, *sqlx.Tx) error) *pipeline.File {
 		t.Helper()
-		return loadWith(rn, tenant, g, hook)
+		return loadWith(rn, tenant, g, hook, nil)
 	}
-	loadWith = func(rn *pipeline.Runner, tenant string, g *population, hook func(context.Context, *sqlx.Tx) error) *pipeline.File {
+	loadWith = func(rn *pipeline.Runner, tenant string, g *population, hook func(context.Context, *sqlx.Tx) error, opts pipeline.Options) *pipeline.File {
 		t.Helper()
+		if opts == nil {
+			opts = pipeline.Options{apply.OptBulkMinRows: 100}
+		}
 		path := filepath.Join(t.TempDir(), "users.csv")
 		g.write(t, path)
 		res, err := rn.Run(context.Background(), pipeline.Request{Tenant: tenant, LogicalDate: day,
 			Files:       []*pipeline.File{{Name: "users.csv", Source: path, ModTime: day}},
-			Overrides:   map[string]pipeline.Options{"apply": {apply.OptBulkMinRows: 100}},
+			Overrides:   map[string]pipeline.Options{"apply": opts},
 			BeforeUsers: hook})
 		if err != nil {
 			t.Fatalf("%s: %v", tenant, err)
@@ -146,6 +151,29 @@ func TestBulkLoad(t *testing.T) {
 		t.Errorf("boom again: %s, own partition %q (%v)", f.Status, own("boom"), f.Err)
 	}
 
+	// A transaction reading users_default holds the attach off (its lock
+	// conflicts with every other): the load tries for bulk_attach_wait_ms,
+	// then its rows go into users_default, and the file applies.
+	putTenant(t, db, "held", nil)
+	holder, err := db.Beginx()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := holder.Exec(`SELECT count(*) FROM users_default`); err != nil {
+		t.Fatal(err)
+	}
+	f := loadWith(rn, "held", newPopulation(5, 200), nil, pipeline.Options{apply.OptBulkMinRows: 100, apply.OptBulkAttachWaitMS: 300})
+	holder.Rollback() //nolint:errcheck // only ends the read
+	if f.Status != pipeline.StatusApplied || f.Counts.Created != 200 {
+		t.Fatalf("held, its attach held off: %s, %d created (%v)", f.Status, f.Counts.Created, f.Err)
+	}
+	if p, n := own("held"), count(`SELECT count(*) FROM users_default WHERE tenant_id = 'held'`); p != "" || n != 200 {
+		t.Errorf("held: own partition %q, %d users in users_default; want none and 200", p, n)
+	}
+	if n := count(`SELECT count(*) FROM pg_class WHERE relname = 'users_of_held'`); n != 0 {
+		t.Error("the bulk load that could not attach left users_of_held behind")
+	}
+
 	// Two at once. Each waits in its transaction, after it looked for
 	// users, until the other has come as far (3 s at most): had both
 	// looked, both would hold a read lock on users_default and wait at
@@ -207,7 +235,7 @@ func TestBulkLoad(t *testing.T) {
 	putTenant(t, db, "rowsonly", nil)
 	app := *rn
 	app.DB = appDB
-	if f := loadWith(&app, "rowsonly", newPopulation(4, 200), nil); f.Status != pipeline.StatusApplied {
+	if f := loadWith(&app, "rowsonly", newPopulation(4, 200), nil, nil); f.Status != pipeline.StatusApplied {
 		t.Fatalf("rowsonly, loaded by a role with rights on the rows only: %s (%v)", f.Status, f.Err)
 	}
 	if p, n := own("rowsonly"), count(`SELECT count(*) FROM users_default WHERE tenant_id = 'rowsonly'`); p != "" || n != 200 {

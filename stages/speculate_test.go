@@ -84,6 +84,7 @@ func TestSpeculationMatchesThePlan(t *testing.T) {
 			log.kept, 2*seeds, log.resent, log.dropped, log.bulks, 2*seeds)
 	}
 	speculationUndone(t, db, rn)
+	speculationTooFewForBulk(t, db, rn)
 }
 
 // speculationUndone: a department only a rejected row names is one the
@@ -118,5 +119,50 @@ func speculationUndone(t *testing.T, db *sqlx.DB, rn *pipeline.Runner) {
 	}
 	if got[0].Counts.Created != 2 || log.undone != 1 || log.kept != 0 {
 		t.Errorf("undone speculation: %d created, %d speculations undone, %d kept; want 2, 1, 0", got[0].Counts.Created, log.undone, log.kept)
+	}
+}
+
+// speculationTooFewForBulk: a speculation chooses a bulk load by the rows
+// validate accepted, 3 here against bulk_min_rows 3; diff then rejects one
+// (a new user without a first name), and a plan of 2 new users is too few
+// for a partition of the tenant's own. The speculation is undone, and the
+// file applies into users_default as without it.
+func speculationTooFewForBulk(t *testing.T, db *sqlx.DB, rn *pipeline.Runner) {
+	path := filepath.Join(t.TempDir(), "users.json")
+	if err := os.WriteFile(path, []byte(`[
+  {"employee_id": "1", "email": "ada@example.com", "first_name": "Ada", "last_name": "King", "department_name": "Board"},
+  {"employee_id": "2", "email": "x@example.com", "last_name": "Nofirst"},
+  {"employee_id": "3", "email": "grace@example.com", "first_name": "Grace", "last_name": "Hopper", "manager_email": "ada@example.com"}
+]`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var log specLog
+	r := *rn
+	r.Log = log.log()
+	var got []stepOutcome
+	for _, opts := range []pipeline.Options{
+		{apply.OptSpeculate: true, apply.OptSpeculateMinRows: 0, apply.OptBulkMinRows: 3},
+		speculateNever,
+	} {
+		tenant := fmt.Sprint("few-", len(got))
+		putTenant(t, db, tenant, nil)
+		res, err := r.Run(context.Background(), pipeline.Request{Tenant: tenant, Files: []*pipeline.File{{Name: "users.json", Source: path}},
+			Overrides: map[string]pipeline.Options{"apply": opts}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := res.Files[0]
+		got = append(got, stepOutcome{Status: f.Status, Counts: f.Counts, Issues: f.Issues.List(), Directory: snapshot(t, db, tenant)})
+	}
+	if !reflect.DeepEqual(got[0], got[1]) {
+		t.Fatalf("too few for a bulk load: the outcomes differ\n%s", disagreement(got[0], got[1]))
+	}
+	var parts int
+	if err := db.Get(&parts, `SELECT count(*) FROM pg_class WHERE relname LIKE 'users_of_few-%'`); err != nil {
+		t.Fatal(err)
+	}
+	if got[0].Counts.Created != 2 || log.undone != 1 || log.kept != 0 || log.bulks != 0 || parts != 0 {
+		t.Errorf("too few for a bulk load: %d created, %d speculations undone, %d kept, %d bulk loads, %d partitions; want 2, 1, 0, 0, 0",
+			got[0].Counts.Created, log.undone, log.kept, log.bulks, parts)
 	}
 }

@@ -27,10 +27,16 @@
 --
 -- On an existing directory this is catalog work only: the table becomes
 -- the default partition, and its indexes become the partitioned indexes'
--- (they match, so none is built again).
+-- (they match, so none is built again). The grants on users and on
+-- user_field_history are given again to the new objects.
 
 -- The view and the function over users' row type are made again below,
--- over the partitioned table.
+-- over the partitioned table. Grants do not follow a name: those of users
+-- stay on the table, users_default, and the view's are kept here; both are
+-- given again at the end.
+CREATE TEMP TABLE roster_0010_view_acl ON COMMIT DROP AS
+SELECT a.grantee, a.privilege_type, a.is_grantable
+FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = 'user_field_history'::regclass AND a.grantee <> c.relowner;
 DROP VIEW user_field_history;
 DROP FUNCTION roster_user_initial(bigint);
 DROP FUNCTION roster_user_fields(users, text);
@@ -69,12 +75,17 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         'deactivation_date', u.deactivation_date, 'custom', u.custom, 'active', u.active)
 $$;
 
+-- A user's state when created, from its row: the view calls it for every
+-- user, and a lookup by id alone would probe every partition's key.
+CREATE FUNCTION roster_user_created(u users) RETURNS jsonb
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT roster_state(roster_user_fields(u, (SELECT d.name FROM departments d WHERE d.id = u.department_id)) || coalesce(
+        (SELECT roster_merge(roster_history_olds(h.changes) ORDER BY h.id DESC) FROM user_history h WHERE h.user_id = u.id), '{}'))
+$$;
+
 CREATE FUNCTION roster_user_initial(uid bigint) RETURNS jsonb
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT roster_state(roster_user_fields(u, d.name) || coalesce(
-        (SELECT roster_merge(roster_history_olds(h.changes) ORDER BY h.id DESC) FROM user_history h WHERE h.user_id = u.id), '{}'))
-    FROM users u LEFT JOIN departments d ON d.id = u.department_id
-    WHERE u.id = uid
+    SELECT roster_user_created(u) FROM users u WHERE u.id = uid
 $$;
 
 CREATE VIEW user_field_history AS
@@ -84,4 +95,20 @@ FROM user_history h, jsonb_each(h.changes) c
 UNION ALL
 SELECT NULL::bigint, u.tenant_id, u.created_run_id, u.created_file_id, u.id, 'create', c.key,
        NULL::text, c.value ->> 'new', r.logical_date, u.created_at
-FROM users u JOIN runs r ON r.id = u.created_run_id, jsonb_each(roster_user_initial(u.id)) c;
+FROM users u JOIN runs r ON r.id = u.created_run_id, jsonb_each(roster_user_created(u)) c;
+
+DO $$
+DECLARE g record;
+BEGIN
+    FOR g IN
+        SELECT 'users' AS obj, a.grantee, a.privilege_type, a.is_grantable
+        FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = 'users_default'::regclass AND a.grantee <> c.relowner
+        UNION ALL
+        SELECT 'user_field_history', v.grantee, v.privilege_type, v.is_grantable FROM roster_0010_view_acl v
+    LOOP
+        EXECUTE format('GRANT %s ON %I TO %s%s', g.privilege_type, g.obj,
+            CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(g.grantee)) END,
+            CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+END
+$$;

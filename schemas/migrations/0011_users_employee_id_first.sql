@@ -17,7 +17,8 @@
 -- with a partition of its own is that partition, read whole.
 --
 -- On an existing directory the key is built again on every partition, and
--- users_default_tenant once, while writes to users wait: about two
+-- users_default_tenant once, while every read and write of users waits
+-- (dropping the key locks users and its partitions whole): about two
 -- seconds per million users.
 ALTER TABLE users DROP CONSTRAINT users_employee_id_key;
 ALTER TABLE users ADD CONSTRAINT users_employee_id_key UNIQUE (employee_id, tenant_id) DEFERRABLE INITIALLY DEFERRED;

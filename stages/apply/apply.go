@@ -42,9 +42,14 @@ func Spec() pipeline.Spec {
 				"it once; bulk loads run one at a time. The database role must be a member of users' owner and may create tables in " +
 				"its current schema, else files load into users as usual. Each such tenant is a table and five indexes more, so keep it " +
 				"well above a typical tenant's size; 0 never does it"},
+			{Name: OptBulkAttachWaitMS, Default: 10000, Help: "how long, in milliseconds, a bulk load keeps trying to attach its table: " +
+				"each try waits a second at most for its lock on users_default, because the other tenants' reads and writes of users " +
+				"queue behind it meanwhile, then steps aside for a second (a long transaction on users_default, such as an export's, holds " +
+				"it off). Past this the rows go into users_default by INSERT … SELECT: the file applies, only slower"},
 		},
 		New: func(o pipeline.Options) (any, error) {
-			return stage{speculate: o.Bool(OptSpeculate), speculateMinRows: o.Int(OptSpeculateMinRows), bulkMinRows: o.Int(OptBulkMinRows)}, nil
+			return stage{speculate: o.Bool(OptSpeculate), speculateMinRows: o.Int(OptSpeculateMinRows), bulkMinRows: o.Int(OptBulkMinRows),
+				attachWait: time.Duration(o.Int(OptBulkAttachWaitMS)) * time.Millisecond}, nil
 		},
 	}
 }
@@ -54,12 +59,14 @@ const (
 	OptSpeculate        = "speculate"
 	OptSpeculateMinRows = "speculate_min_rows"
 	OptBulkMinRows      = "bulk_min_rows"
+	OptBulkAttachWaitMS = "bulk_attach_wait_ms"
 )
 
 type stage struct {
 	speculate        bool
 	speculateMinRows int
 	bulkMinRows      int
+	attachWait       time.Duration
 }
 
 // bulks reports whether a first load of n new users goes into a partition
@@ -137,7 +144,7 @@ func (st stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File
 	}
 	defer conn.Close()
 	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
-	a := applier{tx: tx, conn: conn.Conn, run: run, f: f, kept: keep, into: into}
+	a := applier{tx: tx, conn: conn.Conn, run: run, f: f, kept: keep, into: into, attachWait: st.attachWait}
 	if err := a.departments(ctx); err != nil {
 		return pipeline.Stats{}, err
 	}
@@ -149,6 +156,13 @@ func (st stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File
 	if err := a.users(ctx); err != nil {
 		return pipeline.Stats{}, err
 	}
+	// The received copy must be durable before the ledger says the file
+	// was applied: a backfill replays it from there (fetch keeps it in the
+	// background, long done by now on any file worth the wait). Before a
+	// bulk load's attach, whose lock the other tenants wait on.
+	if err := f.Kept(); err != nil {
+		return pipeline.Stats{}, fmt.Errorf("apply: %w", err)
+	}
 	if into != "users" {
 		if err := a.finishBulk(ctx, into); err != nil {
 			return pipeline.Stats{}, err
@@ -156,12 +170,6 @@ func (st stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File
 	}
 	if err := a.digests(ctx); err != nil {
 		return pipeline.Stats{}, err
-	}
-	// The received copy must be durable before the ledger says the file
-	// was applied: a backfill replays it from there (fetch keeps it in the
-	// background, long done by now on any file worth the wait).
-	if err := f.Kept(); err != nil {
-		return pipeline.Stats{}, fmt.Errorf("apply: %w", err)
 	}
 	f.Status = pipeline.StatusApplied
 	if err := run.Ledger.RecordFile(ctx, tx, run.ID, f); err != nil {
@@ -189,7 +197,8 @@ type applier struct {
 	kept *kept // what a speculation already sent, or nil
 	// into is the table new users are COPYed into: users, or the tenant's
 	// own partition-to-be in a bulk load (bulk.go).
-	into string
+	into       string
+	attachWait time.Duration // how long a bulk load tries to attach
 }
 
 func (a *applier) exec(ctx context.Context, what, q string, args ...any) error {

@@ -4,9 +4,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"regexp"
+	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 	"github.com/roster-hr/roster/pipeline"
@@ -22,11 +25,13 @@ import (
 //
 // Locks. The attach takes an ACCESS EXCLUSIVE lock on users_default, the
 // other tenants' partition, until the commit: other tenants' reads and
-// writes of users wait for that moment (the attach, then the ledger entry
-// and the commit; users_default is scanned once to prove it holds none of
-// the tenant's rows). To get it, the attach waits for the transactions
-// already using users_default. Two bulk loads could each hold a read lock
-// on users_default and wait for the other's, so a bulk load first takes a
+// writes of users wait from the attach to the commit (users_default is
+// scanned once, to prove it holds none of the tenant's rows, then come the
+// ledger entry and the commit). While the attach waits for that lock, they
+// queue behind it too, so it waits a second at a time and steps aside
+// between tries; past bulk_attach_wait_ms the rows go into users_default
+// instead (see attach). Two bulk loads could each hold a read lock on
+// users_default and wait for the other's, so a bulk load first takes a
 // SHARE UPDATE EXCLUSIVE lock on the partitioned table users alone (which
 // no reader or writer of rows takes), before its transaction reads any
 // user: bulk loads run one at a time, and neither deadlocks the other.
@@ -48,6 +53,7 @@ func partitionName(tenant string) string {
 const (
 	noBulkHasUsers  = "the tenant has users"
 	noBulkPartition = "the tenant has a partition of its own"
+	noBulkName      = "a relation already has the name of the tenant's partition"
 	noBulkRole      = "the database role may not create tables or attach them to users (it must be a member of users' owner and may create in the current schema)"
 )
 
@@ -59,7 +65,7 @@ func startBulk(ctx context.Context, tx *sqlx.Tx, tenant string) (table, why stri
 	// The catalog only, before the lock: a role that owns nothing here
 	// would fail at CREATE or at the attach, and take the file down.
 	var may bool
-	if err := tx.GetContext(ctx, &may, `SELECT pg_has_role(c.relowner, 'USAGE') AND has_schema_privilege(current_schema(), 'CREATE')
+	if err := tx.GetContext(ctx, &may, `SELECT pg_has_role(c.relowner, 'USAGE') AND coalesce(has_schema_privilege(current_schema(), 'CREATE'), false)
 		FROM pg_class c WHERE c.oid = 'users'::regclass`); err != nil {
 		return "", "", fmt.Errorf("apply: bulk load: check the role: %w", err)
 	}
@@ -70,9 +76,14 @@ func startBulk(ctx context.Context, tx *sqlx.Tx, tenant string) (table, why stri
 		return "", "", fmt.Errorf("apply: bulk load: lock users: %w", err)
 	}
 	table = partitionName(tenant)
-	var has, own bool
-	if err := tx.QueryRowxContext(ctx, `SELECT EXISTS (SELECT 1 FROM users WHERE tenant_id = $1), to_regclass($2) IS NOT NULL`,
-		tenant, pq.QuoteIdentifier(table)).Scan(&has, &own); err != nil {
+	// The tenant's partition by its bound, whatever its name; the name
+	// taken by anything (a table, an index) would fail the CREATE.
+	var has, own, taken bool
+	if err := tx.QueryRowxContext(ctx, `SELECT EXISTS (SELECT 1 FROM users WHERE tenant_id = $1),
+			EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+				WHERE i.inhparent = 'users'::regclass AND pg_get_expr(c.relpartbound, c.oid) = format('FOR VALUES IN (%L)', $1::text)),
+			to_regclass($2) IS NOT NULL`,
+		tenant, pq.QuoteIdentifier(table)).Scan(&has, &own, &taken); err != nil {
 		return "", "", fmt.Errorf("apply: bulk load: look for users: %w", err)
 	}
 	switch {
@@ -80,6 +91,8 @@ func startBulk(ctx context.Context, tx *sqlx.Tx, tenant string) (table, why stri
 		return "", noBulkHasUsers, nil
 	case own:
 		return "", noBulkPartition, nil
+	case taken:
+		return "", noBulkName, nil
 	}
 	// The CHECK is checked row by row as the COPY writes (a comparison),
 	// and spares the attach a scan of the table to prove the same.
@@ -99,8 +112,8 @@ var indexOnParent = regexp.MustCompile(`^CREATE (UNIQUE )?INDEX \S+ ON ONLY \S+ 
 // migration changing one needs nothing here, and the primary key on id
 // that every partition has (a partitioned table cannot). The attach finds
 // each index it needs already built.
-func (a *applier) finishBulk(ctx context.Context, table string) error {
-	tenant, table := a.run.Tenant.ID, pq.QuoteIdentifier(table)
+func (a *applier) finishBulk(ctx context.Context, name string) error {
+	tenant, table := a.run.Tenant.ID, pq.QuoteIdentifier(name)
 	if err := a.exec(ctx, "bulk primary key", `ALTER TABLE `+table+` ADD PRIMARY KEY (id)`); err != nil {
 		return err
 	}
@@ -127,11 +140,79 @@ func (a *applier) finishBulk(ctx context.Context, table string) error {
 			return err
 		}
 	}
-	if err := a.exec(ctx, "bulk attach", `ALTER TABLE users ATTACH PARTITION `+table+` FOR VALUES IN (`+pipeline.QuoteLiteral(tenant)+`)`); err != nil {
-		return err
+	return a.attach(ctx, name, `ALTER TABLE users ATTACH PARTITION `+table+` FOR VALUES IN (`+pipeline.QuoteLiteral(tenant)+`)`)
+}
+
+// attach runs the attach statement q for the table name without queueing
+// for long: while it waits for its lock on users_default, every other
+// tenant's read and write of users queues behind it. So each try waits a
+// second at most (lock_timeout, on a savepoint), then steps aside for a
+// second; past attachWait of trying, the rows go into users_default
+// instead, by INSERT … SELECT, whose lock no reader's conflicts with: the
+// file applies as without a bulk load, only slower.
+func (a *applier) attach(ctx context.Context, name, q string) error {
+	var prev string
+	if err := a.tx.GetContext(ctx, &prev, `SELECT current_setting('lock_timeout')`); err != nil {
+		return fmt.Errorf("apply: bulk load: read lock_timeout: %w", err)
+	}
+	deadline := time.Now().Add(a.attachWait)
+	for {
+		wait := max(10*time.Millisecond, min(time.Second, time.Until(deadline)))
+		if _, err := a.tx.ExecContext(ctx, `SAVEPOINT bulk_attach`); err != nil {
+			return fmt.Errorf("apply: bulk load: savepoint: %w", err)
+		}
+		if _, err := a.tx.ExecContext(ctx, `SELECT set_config('lock_timeout', $1, true)`, fmt.Sprint(wait.Milliseconds())); err != nil {
+			return fmt.Errorf("apply: bulk load: set lock_timeout: %w", err)
+		}
+		err := a.exec(ctx, "bulk attach", q)
+		if err == nil {
+			// RELEASE keeps the setting: the rest of the transaction
+			// waits for locks as it would have.
+			if _, err := a.tx.ExecContext(ctx, `RELEASE SAVEPOINT bulk_attach`); err != nil {
+				return fmt.Errorf("apply: bulk load: release savepoint: %w", err)
+			}
+			if _, err := a.tx.ExecContext(ctx, `SELECT set_config('lock_timeout', $1, true)`, prev); err != nil {
+				return fmt.Errorf("apply: bulk load: restore lock_timeout: %w", err)
+			}
+			if a.run.Log != nil {
+				a.run.Log.Debug("apply: bulk load attached", "file", a.f.Name, "partition", name)
+			}
+			return nil
+		}
+		if sqlState(err) != "55P03" { // lock_not_available
+			return err
+		}
+		if _, err := a.tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT bulk_attach`); err != nil {
+			return fmt.Errorf("apply: bulk load: roll back to savepoint: %w", err)
+		}
+		if !time.Now().Before(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("apply: bulk load: %w", ctx.Err())
+		case <-time.After(min(time.Second, time.Until(deadline))):
+		}
 	}
 	if a.run.Log != nil {
-		a.run.Log.Debug("apply: bulk load attached", "file", a.f.Name, "partition", table)
+		a.run.Log.Warn("apply: bulk load could not attach its table in time; its users go into users_default", "file", a.f.Name,
+			"partition", name, "waited", a.attachWait.String())
 	}
-	return nil
+	if err := a.exec(ctx, "bulk rows into users_default", `INSERT INTO users SELECT * FROM `+pq.QuoteIdentifier(name)); err != nil {
+		return err
+	}
+	return a.exec(ctx, "bulk drop", `DROP TABLE `+pq.QuoteIdentifier(name))
+}
+
+// sqlState is the SQLSTATE of a PostgreSQL error from either driver, or "".
+func sqlState(err error) string {
+	var pge *pgconn.PgError
+	if errors.As(err, &pge) {
+		return pge.Code
+	}
+	var pqe *pq.Error
+	if errors.As(err, &pqe) {
+		return string(pqe.Code)
+	}
+	return ""
 }

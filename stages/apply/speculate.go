@@ -48,6 +48,7 @@ type speculation struct {
 	tx      *sqlx.Tx
 	adopted bool   // apply carries on with conn and tx
 	into    string // the table the rows go into: users, or a bulk load's (bulk.go)
+	bulkMin int    // bulk_min_rows: a bulk load's plan must create as many
 
 	// Set before the COPY starts.
 	custom  bool
@@ -99,7 +100,7 @@ func (st stage) Speculate(ctx context.Context, run *pipeline.Run, f *pipeline.Fi
 		b.Retain()
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	s := &speculation{run: run, f: g, cancel: cancel, done: make(chan struct{}), through: -1, started: time.Now()}
+	s := &speculation{run: run, f: g, cancel: cancel, done: make(chan struct{}), through: -1, started: time.Now(), bulkMin: st.bulkMinRows}
 	s.cond = sync.NewCond(&s.mu)
 	go func() {
 		defer close(s.done)
@@ -283,6 +284,12 @@ func (s *speculation) check(plan *pipeline.Plan) (*kept, string) {
 	}
 	if plan.Digests != nil && plan.Digests.NumRows() > 0 {
 		return nil, "the plan stores digests of existing users"
+	}
+	// The speculation chose a bulk load by the rows validate accepted; a
+	// plan that creates fewer (diff rejected the rest) would leave a small
+	// tenant a partition of its own.
+	if creates, _ := planCounts(plan); s.into != "users" && creates < s.bulkMin {
+		return nil, fmt.Sprintf("the plan creates %d users, fewer than a bulk load's %d", creates, s.bulkMin)
 	}
 	k := &kept{custom: s.custom}
 	w := rowWriter{newID: s.newID, deptID: s.deptID}
