@@ -91,34 +91,13 @@ func TestSpeculationMatchesThePlan(t *testing.T) {
 // speculation created and the plan does not; it is undone whole, and the
 // file applies as without it.
 func speculationUndone(t *testing.T, db *sqlx.DB, rn *pipeline.Runner) {
-	path := filepath.Join(t.TempDir(), "users.json")
-	if err := os.WriteFile(path, []byte(`[
+	got, log := sameFileTwoWays(t, db, rn, "undone", speculateAlways, `[
   {"employee_id": "1", "email": "ada@example.com", "first_name": "Ada", "last_name": "King", "department_name": "Board"},
   {"employee_id": "2", "email": "x@example.com", "last_name": "Nofirst", "department_name": "Orphans"},
   {"employee_id": "3", "email": "grace@example.com", "first_name": "Grace", "last_name": "Hopper", "manager_email": "ada@example.com"}
-]`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var log specLog
-	r := *rn
-	r.Log = log.log()
-	var got []stepOutcome
-	for _, opts := range []pipeline.Options{speculateAlways, speculateNever} {
-		tenant := fmt.Sprint("undone-", len(got))
-		putTenant(t, db, tenant, nil)
-		res, err := r.Run(context.Background(), pipeline.Request{Tenant: tenant, Files: []*pipeline.File{{Name: "users.json", Source: path}},
-			Overrides: map[string]pipeline.Options{"apply": opts}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		f := res.Files[0]
-		got = append(got, stepOutcome{Status: f.Status, Counts: f.Counts, Issues: f.Issues.List(), Directory: snapshot(t, db, tenant)})
-	}
-	if !reflect.DeepEqual(got[0], got[1]) {
-		t.Fatalf("undone speculation: the outcomes differ\n%s", disagreement(got[0], got[1]))
-	}
-	if got[0].Counts.Created != 2 || log.undone != 1 || log.kept != 0 {
-		t.Errorf("undone speculation: %d created, %d speculations undone, %d kept; want 2, 1, 0", got[0].Counts.Created, log.undone, log.kept)
+]`)
+	if got.Counts.Created != 2 || log.undone != 1 || log.kept != 0 {
+		t.Errorf("undone speculation: %d created, %d speculations undone, %d kept; want 2, 1, 0", got.Counts.Created, log.undone, log.kept)
 	}
 }
 
@@ -128,26 +107,40 @@ func speculationUndone(t *testing.T, db *sqlx.DB, rn *pipeline.Runner) {
 // for a partition of the tenant's own. The speculation is undone, and the
 // file applies into users_default as without it.
 func speculationTooFewForBulk(t *testing.T, db *sqlx.DB, rn *pipeline.Runner) {
-	path := filepath.Join(t.TempDir(), "users.json")
-	if err := os.WriteFile(path, []byte(`[
+	got, log := sameFileTwoWays(t, db, rn, "few", pipeline.Options{apply.OptSpeculate: true, apply.OptSpeculateMinRows: 0, apply.OptBulkMinRows: 3}, `[
   {"employee_id": "1", "email": "ada@example.com", "first_name": "Ada", "last_name": "King", "department_name": "Board"},
   {"employee_id": "2", "email": "x@example.com", "last_name": "Nofirst"},
   {"employee_id": "3", "email": "grace@example.com", "first_name": "Grace", "last_name": "Hopper", "manager_email": "ada@example.com"}
-]`), 0o600); err != nil {
+]`)
+	var parts int
+	if err := db.Get(&parts, `SELECT count(*) FROM pg_class WHERE relname LIKE 'users_of_few-%'`); err != nil {
 		t.Fatal(err)
 	}
-	var log specLog
-	r := *rn
-	r.Log = log.log()
+	if got.Counts.Created != 2 || log.undone != 1 || log.kept != 0 || log.bulks != 0 || parts != 0 {
+		t.Errorf("too few for a bulk load: %d created, %d speculations undone, %d kept, %d bulk loads, %d relations of a partition; want 2, 1, 0, 0, 0",
+			got.Counts.Created, log.undone, log.kept, log.bulks, parts)
+	}
+}
+
+// sameFileTwoWays applies the JSON users file to two fresh tenants, named
+// after the case, with apply's options opts and without speculation or
+// bulk load, requires the same outcome, and returns it with what the
+// first way's log said.
+func sameFileTwoWays(t *testing.T, db *sqlx.DB, rn *pipeline.Runner, name string, opts pipeline.Options, json string) (stepOutcome, *specLog) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "users.json")
+	if err := os.WriteFile(path, []byte(json), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var log, plain specLog
 	var got []stepOutcome
-	for _, opts := range []pipeline.Options{
-		{apply.OptSpeculate: true, apply.OptSpeculateMinRows: 0, apply.OptBulkMinRows: 3},
-		speculateNever,
-	} {
-		tenant := fmt.Sprint("few-", len(got))
+	for i, way := range []pipeline.Options{opts, speculateNever} {
+		tenant := fmt.Sprint(name, "-", i)
 		putTenant(t, db, tenant, nil)
+		r := *rn
+		r.Log = []*specLog{&log, &plain}[i].log()
 		res, err := r.Run(context.Background(), pipeline.Request{Tenant: tenant, Files: []*pipeline.File{{Name: "users.json", Source: path}},
-			Overrides: map[string]pipeline.Options{"apply": opts}})
+			Overrides: map[string]pipeline.Options{"apply": way}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -155,14 +148,7 @@ func speculationTooFewForBulk(t *testing.T, db *sqlx.DB, rn *pipeline.Runner) {
 		got = append(got, stepOutcome{Status: f.Status, Counts: f.Counts, Issues: f.Issues.List(), Directory: snapshot(t, db, tenant)})
 	}
 	if !reflect.DeepEqual(got[0], got[1]) {
-		t.Fatalf("too few for a bulk load: the outcomes differ\n%s", disagreement(got[0], got[1]))
+		t.Fatalf("%s: the outcomes differ\n%s", name, disagreement(got[0], got[1]))
 	}
-	var parts int
-	if err := db.Get(&parts, `SELECT count(*) FROM pg_class WHERE relname LIKE 'users_of_few-%'`); err != nil {
-		t.Fatal(err)
-	}
-	if got[0].Counts.Created != 2 || log.undone != 1 || log.kept != 0 || log.bulks != 0 || parts != 0 {
-		t.Errorf("too few for a bulk load: %d created, %d speculations undone, %d kept, %d bulk loads, %d partitions; want 2, 1, 0, 0, 0",
-			got[0].Counts.Created, log.undone, log.kept, log.bulks, parts)
-	}
+	return got[0], &log
 }
