@@ -37,9 +37,9 @@ import (
 // user: bulk loads run one at a time, and neither deadlocks the other.
 
 // partitionName is tenant's own users partition, unquoted: users_of_<tenant>,
-// or, for an id too long for PostgreSQL's 63-byte names, its first 45
-// bytes, '~' and a hash of the whole (tenant ids never hold a '~', so the
-// two forms cannot meet). users_default is no tenant's.
+// or, when that is longer than PostgreSQL's 63-byte names, users_of_, the
+// id's first 45 bytes, '~' and a hash of the whole id (tenant ids never
+// hold a '~', so the two forms cannot meet). users_default is no tenant's.
 func partitionName(tenant string) string {
 	name := "users_of_" + tenant
 	if len(name) > 63 {
