@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jmoiron/sqlx"
 	"github.com/roster-hr/roster/pipeline/pgtest"
 	"github.com/roster-hr/roster/schemas"
 )
@@ -124,7 +123,7 @@ func TestCreationMovesToTheUser(t *testing.T) {
 // partition, its own indexes serve the partitioned ones, and the id
 // sequence, the unique keys and the row-digest trigger work as before.
 func TestUsersPartitionedByTenant(t *testing.T) {
-	db, _ := pgtest.Empty(t)
+	db, dbURL := pgtest.Empty(t)
 	ctx := context.Background()
 	if _, err := schemas.MigrateTo(ctx, db, "0009_users_email_first"); err != nil {
 		t.Fatal(err)
@@ -141,9 +140,8 @@ func TestUsersPartitionedByTenant(t *testing.T) {
 	}
 	// A role that reads and writes users and reads the history view, as
 	// an application role or a reporting one would.
-	role := "app_" + strings.TrimPrefix(dbName(t, db), "roster_test_")
+	role, _ := pgtest.Role(t, db, dbURL)
 	for _, q := range []string{
-		`CREATE ROLE ` + role,
 		`GRANT SELECT, INSERT, UPDATE ON users TO ` + role,
 		`GRANT SELECT ON user_field_history TO ` + role + ` WITH GRANT OPTION`,
 	} {
@@ -151,7 +149,6 @@ func TestUsersPartitionedByTenant(t *testing.T) {
 			t.Fatalf("%s: %v", q, err)
 		}
 	}
-	t.Cleanup(func() { db.Exec(`DROP OWNED BY ` + role + `; DROP ROLE ` + role) }) //nolint:errcheck // best effort
 	var before []int64
 	if err := db.SelectContext(ctx, &before, `SELECT indexrelid::bigint FROM pg_index WHERE indrelid = 'users'::regclass ORDER BY 1`); err != nil {
 		t.Fatal(err)
@@ -257,14 +254,4 @@ func TestEmployeeIDKeyFirst(t *testing.T) {
 	if p := strings.Join(plan, "\n"); !strings.Contains(p, "users_default_tenant") {
 		t.Errorf("a tenant's scan of users_default does not use users_default_tenant:\n%s", p)
 	}
-}
-
-// dbName is the name of db's database.
-func dbName(t *testing.T, db *sqlx.DB) string {
-	t.Helper()
-	var name string
-	if err := db.Get(&name, `SELECT current_database()`); err != nil {
-		t.Fatal(err)
-	}
-	return name
 }

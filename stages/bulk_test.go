@@ -3,7 +3,6 @@ package stages_test
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -32,12 +31,7 @@ func TestBulkLoad(t *testing.T) {
 	db, dbURL := pgtest.New(t)
 	rn := &pipeline.Runner{DB: db, Registry: stages.Registry(), StagingDir: t.TempDir()}
 	day := time.Date(2026, 3, 10, 0, 0, 0, 0, time.UTC)
-	var loadWith func(*pipeline.Runner, string, *population, func(context.Context, *sqlx.Tx) error, pipeline.Options) *pipeline.File
-	load := func(tenant string, g *population, hook func(context.Context, *sqlx.Tx) error) *pipeline.File {
-		t.Helper()
-		return loadWith(rn, tenant, g, hook, nil)
-	}
-	loadWith = func(rn *pipeline.Runner, tenant string, g *population, hook func(context.Context, *sqlx.Tx) error, opts pipeline.Options) *pipeline.File {
+	loadWith := func(rn *pipeline.Runner, tenant string, g *population, hook func(context.Context, *sqlx.Tx) error, opts pipeline.Options) *pipeline.File {
 		t.Helper()
 		if opts == nil {
 			opts = pipeline.Options{apply.OptBulkMinRows: 100}
@@ -52,6 +46,10 @@ func TestBulkLoad(t *testing.T) {
 			t.Fatalf("%s: %v", tenant, err)
 		}
 		return res.Files[0]
+	}
+	load := func(tenant string, g *population, hook func(context.Context, *sqlx.Tx) error) *pipeline.File {
+		t.Helper()
+		return loadWith(rn, tenant, g, hook, nil)
 	}
 	count := func(q string, args ...any) int {
 		t.Helper()
@@ -211,13 +209,8 @@ func TestBulkLoad(t *testing.T) {
 	}
 
 	// A role with rights on the rows only: no bulk load, and no failure.
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	role := "app_" + strings.TrimPrefix(u.Path, "/")
+	role, roleURL := pgtest.Role(t, db, dbURL)
 	for _, q := range []string{
-		`CREATE ROLE ` + role + ` LOGIN`,
 		`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ` + role,
 		`GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO ` + role,
 	} {
@@ -225,9 +218,7 @@ func TestBulkLoad(t *testing.T) {
 			t.Fatalf("%s: %v", q, err)
 		}
 	}
-	t.Cleanup(func() { db.Exec(`DROP OWNED BY ` + role + `; DROP ROLE ` + role) }) //nolint:errcheck // best effort
-	u.User = url.User(role)
-	appDB, err := pipeline.OpenDB(u.String())
+	appDB, err := pipeline.OpenDB(roleURL)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -90,9 +90,9 @@ var (
 // each way alone. speculations counts what they did, for the test to prove
 // they ran (and were mended).
 var (
-	speculateAlways = pipeline.Options{apply.OptSpeculate: true, apply.OptSpeculateMinRows: 0, apply.OptBulkMinRows: 1}
-	speculateNever  = pipeline.Options{apply.OptSpeculate: false, apply.OptBulkMinRows: 0}
-	speculations    = &specLog{}
+	speculateAndBulk = pipeline.Options{apply.OptSpeculate: true, apply.OptSpeculateMinRows: 0, apply.OptBulkMinRows: 1}
+	plainApply       = pipeline.Options{apply.OptSpeculate: false, apply.OptBulkMinRows: 0}
+	speculations     = &specLog{}
 )
 
 // specLog counts apply's speculations: kept (and of those, with rows
@@ -272,13 +272,13 @@ func TestRules(t *testing.T) {
 					t.Skip(c.expect.Skip)
 				}
 				t.Parallel()
-				snap := runCase(t, db, c, c.name, nil, incrementalAlways, speculateAlways)
-				if got := runCase(t, db, c, c.name+"-full", nil, fullDiff, speculateNever); got != snap && !t.Failed() {
+				snap := runCase(t, db, c, c.name, nil, incrementalAlways, speculateAndBulk)
+				if got := runCase(t, db, c, c.name+"-full", nil, fullDiff, plainApply); got != snap && !t.Failed() {
 					t.Errorf("diffed in full and applied without speculating or bulk loading, the snapshot differs:\n--- incremental, speculating, bulk\n%s--- full\n%s", snap, got)
 				}
 				if c.expect.Shuffle && !t.Failed() {
 					for i, perm := range []string{"reversed", "shuffled"} {
-						got := runCase(t, db, c, fmt.Sprintf("%s-%d", c.name, i+1), permuter(perm), incrementalAlways, speculateAlways)
+						got := runCase(t, db, c, fmt.Sprintf("%s-%d", c.name, i+1), permuter(perm), incrementalAlways, speculateAndBulk)
 						if got != snap {
 							t.Errorf("with the rows %s the snapshot differs:\n--- in file order\n%s--- %s\n%s", perm, snap, perm, got)
 						}

@@ -61,7 +61,7 @@ func TestSpeculationMatchesThePlan(t *testing.T) {
 			}
 			return stepOutcome{Status: f.Status, Counts: f.Counts, Issues: f.Issues.List(), Directory: snapshot(t, db, tenant)}
 		}
-		plain := outcome(fmt.Sprint("plain-", seed), speculateNever)
+		plain := outcome(fmt.Sprint("plain-", seed), plainApply)
 		if plain.Counts.Created < 300 {
 			t.Fatalf("seed %d: %d users created; the file should be mostly new users", seed, plain.Counts.Created)
 		}
@@ -71,7 +71,7 @@ func TestSpeculationMatchesThePlan(t *testing.T) {
 		}{
 			{"spec", pipeline.Options{apply.OptSpeculate: true, apply.OptSpeculateMinRows: 0, apply.OptBulkMinRows: 0}},
 			{"bulk", pipeline.Options{apply.OptSpeculate: false, apply.OptBulkMinRows: 1}},
-			{"spec-bulk", speculateAlways},
+			{"spec-bulk", speculateAndBulk},
 		} {
 			if got := outcome(fmt.Sprint(way.name, "-", seed), way.opts); !reflect.DeepEqual(got, plain) {
 				t.Fatalf("seed %d: %s and plain, the outcomes differ\n%s\nfile:\n%s", seed, way.name, disagreement(got, plain), readFile(t, path))
@@ -91,7 +91,7 @@ func TestSpeculationMatchesThePlan(t *testing.T) {
 // speculation created and the plan does not; it is undone whole, and the
 // file applies as without it.
 func speculationUndone(t *testing.T, db *sqlx.DB, rn *pipeline.Runner) {
-	got, log := sameFileTwoWays(t, db, rn, "undone", speculateAlways, `[
+	got, log := sameFileTwoWays(t, db, rn, "undone", speculateAndBulk, `[
   {"employee_id": "1", "email": "ada@example.com", "first_name": "Ada", "last_name": "King", "department_name": "Board"},
   {"employee_id": "2", "email": "x@example.com", "last_name": "Nofirst", "department_name": "Orphans"},
   {"employee_id": "3", "email": "grace@example.com", "first_name": "Grace", "last_name": "Hopper", "manager_email": "ada@example.com"}
@@ -134,7 +134,7 @@ func sameFileTwoWays(t *testing.T, db *sqlx.DB, rn *pipeline.Runner, name string
 	}
 	var log, plain specLog
 	var got []stepOutcome
-	for i, way := range []pipeline.Options{opts, speculateNever} {
+	for i, way := range []pipeline.Options{opts, plainApply} {
 		tenant := fmt.Sprint(name, "-", i)
 		putTenant(t, db, tenant, nil)
 		r := *rn

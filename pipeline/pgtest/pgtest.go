@@ -93,3 +93,24 @@ func CheckHistoryFields(t testing.TB, db *sqlx.DB, who string, names []string) {
 		t.Fatalf("%s lists %v, roster_user_fields has %v", who, ours, schema)
 	}
 }
+
+// Role creates a login role on the server of the test database dbURL (the
+// URL New or Empty returned), with no rights on anything, and returns its
+// name and the URL that connects to that database as it (the server trusts
+// local connections, as scripts/pg.sh sets it up). Roles belong to the
+// whole server, so the name is the database's; the role and everything
+// granted to it go when the test ends, before the database does.
+func Role(t testing.TB, db *sqlx.DB, dbURL string) (name, roleURL string) {
+	t.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name = "app_" + u.Path[1:]
+	if _, err := db.Exec(`CREATE ROLE ` + name + ` LOGIN`); err != nil {
+		t.Fatalf("create role: %v", err)
+	}
+	t.Cleanup(func() { db.Exec(`DROP OWNED BY ` + name + `; DROP ROLE ` + name) }) //nolint:errcheck // best effort
+	u.User = url.User(name)
+	return name, u.String()
+}

@@ -127,24 +127,24 @@ func (st stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File
 			conn.Close()
 			return pipeline.Stats{}, fmt.Errorf("apply: begin: %w", err)
 		}
-		// First, before anything in the transaction reads users (bulk.go).
-		if creates, updates := planCounts(f.Plan); f.Kind == schemas.KindUsers && updates == 0 && st.bulks(creates) {
-			table, why, err := startBulk(ctx, tx, run.Tenant.ID)
-			if err != nil {
-				tx.Rollback() //nolint:errcheck // the error is the one to report
-				conn.Close()
-				return pipeline.Stats{}, err
-			}
-			if table != "" {
-				into = table
-			} else if run.Log != nil {
-				run.Log.Debug("apply: no bulk load", "file", f.Name, "why", why)
-			}
-		}
 	}
 	defer conn.Close()
 	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
-	a := applier{tx: tx, conn: conn.Conn, run: run, f: f, kept: keep, into: into, attachWait: st.attachWait}
+	size := sizeOf(f.Plan)
+	// On a transaction of its own (a kept speculation chose already), the
+	// first statement, before anything reads users (bulk.go).
+	if keep == nil && f.Kind == schemas.KindUsers && size.updates == 0 && st.bulks(size.creates) {
+		table, why, err := startBulk(ctx, tx, run.Tenant.ID)
+		if err != nil {
+			return pipeline.Stats{}, err
+		}
+		if table != "" {
+			into = table
+		} else if run.Log != nil {
+			run.Log.Debug("apply: no bulk load", "file", f.Name, "why", why)
+		}
+	}
+	a := applier{tx: tx, conn: conn.Conn, run: run, f: f, kept: keep, size: size, into: into, attachWait: st.attachWait}
 	if err := a.departments(ctx); err != nil {
 		return pipeline.Stats{}, err
 	}
@@ -163,8 +163,8 @@ func (st stage) Process(ctx context.Context, run *pipeline.Run, f *pipeline.File
 	if err := f.Kept(); err != nil {
 		return pipeline.Stats{}, fmt.Errorf("apply: %w", err)
 	}
-	if into != "users" {
-		if err := a.finishBulk(ctx, into); err != nil {
+	if a.into != "users" {
+		if err := a.finishBulk(ctx, a.into); err != nil {
 			return pipeline.Stats{}, err
 		}
 	}
@@ -194,7 +194,8 @@ type applier struct {
 	conn *sql.Conn // tx's connection
 	run  *pipeline.Run
 	f    *pipeline.File
-	kept *kept // what a speculation already sent, or nil
+	kept *kept    // what a speculation already sent, or nil
+	size planSize // of f.Plan
 	// into is the table new users are COPYed into: users, or the tenant's
 	// own partition-to-be in a bulk load (bulk.go).
 	into       string

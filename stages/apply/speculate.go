@@ -288,7 +288,7 @@ func (s *speculation) check(plan *pipeline.Plan) (*kept, string) {
 	// The speculation chose a bulk load by the rows validate accepted; a
 	// plan that creates fewer (diff rejected the rest) would leave a small
 	// tenant a partition of its own.
-	if creates, _ := planCounts(plan); s.into != "users" && creates < s.bulkMin {
+	if creates := sizeOf(plan).creates; s.into != "users" && creates < s.bulkMin {
 		return nil, fmt.Sprintf("the plan creates %d users, fewer than a bulk load's %d", creates, s.bulkMin)
 	}
 	k := &kept{custom: s.custom}

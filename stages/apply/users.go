@@ -67,16 +67,7 @@ func (a *applier) users(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	creates, updates := planCounts(a.f.Plan)
-	maxRow := int32(0)
-	for _, r := range a.f.Plan.Users {
-		c := colsOf(r)
-		for i := 0; i < int(r.NumRows()); i++ {
-			if c.action.Value(i) == schemas.ActCreate {
-				maxRow = max(maxRow, c.row.Value(i))
-			}
-		}
-	}
+	creates, updates, maxRow := a.size.creates, a.size.updates, a.size.maxRow
 	// Ids for the new users, by source row (0: not a new user). A slice,
 	// not a map: source rows are line numbers, at most the file's lines.
 	var newID []int64
@@ -142,19 +133,27 @@ func (a *applier) users(ctx context.Context) error {
 	return nil
 }
 
-// planCounts counts the plan's new users and its changes to existing ones.
-func planCounts(p *pipeline.Plan) (creates, updates int) {
+// planSize is how many new users a plan has, the highest source row among
+// them, and how many changes to existing users.
+type planSize struct {
+	creates, updates int
+	maxRow           int32
+}
+
+func sizeOf(p *pipeline.Plan) planSize {
+	var z planSize
 	for _, r := range p.Users {
-		act := colsOf(r).action
-		for i := 0; i < act.Len(); i++ {
-			if act.Value(i) == schemas.ActCreate {
-				creates++
+		c := colsOf(r)
+		for i := 0; i < c.action.Len(); i++ {
+			if c.action.Value(i) == schemas.ActCreate {
+				z.creates++
+				z.maxRow = max(z.maxRow, c.row.Value(i))
 			} else {
-				updates++
+				z.updates++
 			}
 		}
 	}
-	return creates, updates
+	return z
 }
 
 // reserveUserIDs reserves n new users' ids from users_id_seq (not undone
